@@ -1,0 +1,1 @@
+"""A Python client for Strivve's CardSavr REST API (no Django dependency)."""
