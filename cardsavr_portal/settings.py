@@ -48,10 +48,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "jobs",
+    # Registers the project's system checks (cardsavr_portal/checks.py).
+    "cardsavr_portal.checks.PortalChecksConfig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Cache-Control: no-store (5.2 has no CSP).
+    "cardsavr_portal.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,19 +100,37 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# Channel layer sizing, chosen on purpose. Delivery is at most once by design:
+# every push carries the job's version and every (re)connect gets a snapshot
+# from the database, so a dropped or expired message costs a browser nothing
+# more than a late update. What these numbers protect is the server:
+# - capacity: messages queued per websocket channel. A page that stops reading
+#   (a laptop lid closed) holds at most this many; after that pushes to it are
+#   dropped instead of piling up in Redis or stalling a poller's group_send.
+#   It must still exceed the largest burst a live page gets: every job of a
+#   cardholder who updated their card at hundreds of merchants changing in the
+#   same poll tick. A drop there would leave a job stale until the next push.
+# - expiry: seconds a queued message may wait. A push older than this is stale
+#   anyway; the next snapshot or version repairs the page.
+# - group_expiry: must outlive the longest websocket, or an open socket quietly
+#   stops receiving its group's pushes. daphne closes sockets after
+#   WEBSOCKET_TIMEOUT (pass the same value to --websocket_timeout); the page
+#   reconnects and re-joins its groups. The project checks enforce the order.
+WEBSOCKET_TIMEOUT = env.int("DAPHNE_WEBSOCKET_TIMEOUT", 3600)
+_LAYER_CONFIG = {
+    "capacity": env.int("CHANNEL_LAYER_CAPACITY", 500),
+    "expiry": env.int("CHANNEL_LAYER_EXPIRY", 30),
+    "group_expiry": env.int("CHANNEL_LAYER_GROUP_EXPIRY", WEBSOCKET_TIMEOUT * 2),
+}
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                # A page that falls behind loses pushes rather than stalling the
-                # poller; versions and the snapshot on reconnect repair the gap.
-                "capacity": env.int("CHANNEL_LAYER_CAPACITY", 500),
-                # Group membership outlives the longest job (5 minutes plus
-                # prompt extensions); consumers re-add themselves on reconnect.
-                "group_expiry": env.int("CHANNEL_LAYER_GROUP_EXPIRY", 3600),
-                "expiry": 30,
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", "asgi"),
+                **_LAYER_CONFIG,
             },
         }
     }
@@ -116,16 +138,32 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", ""),
         }
     }
 else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": 500, "group_expiry": 3600, "expiry": 30},
+            "CONFIG": _LAYER_CONFIG,
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Limits on guessing and replaying, as (attempts, window in seconds); counted
+# in the cache (Redis when scaled, so shared by every process).
+RATELIMIT_LOGIN_PER_USERNAME = (
+    env.int("RATELIMIT_LOGIN_PER_USERNAME", 5),
+    env.int("RATELIMIT_LOGIN_WINDOW", 900),
+)
+RATELIMIT_LOGIN_PER_ADDRESS = (
+    env.int("RATELIMIT_LOGIN_PER_ADDRESS", 50),
+    env.int("RATELIMIT_LOGIN_WINDOW", 900),
+)
+RATELIMIT_REPLIES_PER_CARDHOLDER = (
+    env.int("RATELIMIT_REPLIES_PER_CARDHOLDER", 20),
+    env.int("RATELIMIT_REPLIES_WINDOW", 600),
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
