@@ -68,6 +68,7 @@ class FakeCardSavr:
         # Called before authentication; may answer instead of the server.
         self.fault: Callable[[httpx.Request], Any] | None = None
         self.tamper_response_signature = False
+        self.answered_schemes: list[str] = []
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.routes[(method, path)] = handler
@@ -181,6 +182,7 @@ class FakeCardSavr:
         if reply.body is None:
             text = ""
         elif reply.encrypt:
+            self.answered_schemes.append(scheme)
             text = compact(
                 {"encrypted_body": crypto.encrypt(compact(reply.body), key, scheme)}
             )
