@@ -6,6 +6,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cardsavr import crypto
+from cardsavr.par import par
 
 V6_KEY = "VeY9uD0w3zRdrlmIPxnU/l+Vr8w2bbV26E6DxajFu+A="
 V10_SCALAR = "00887fa7d70e790f01dfd4a2352263e0e611e81832f7f5ff469fc517771c3f1e"
@@ -230,3 +231,9 @@ def test_tampered_gcm_envelope_is_refused():
     except crypto.EnvelopeError:
         return
     raise AssertionError("a tampered GCM envelope decrypted")
+
+
+def test_v1_par_matches_the_javascript_sdk():
+    assert par("4111111111111111", "12", "24", "markbudos") == (
+        "C1PdrJAa7yl1bcor6cpx59TgXaFc="
+    )
