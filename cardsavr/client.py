@@ -576,6 +576,34 @@ class CardSavrClient:
         names = list(hydrate or ())
         return {"x-cardsavr-hydration": _compact(names)} if names else {}
 
+    # -- generic ----------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, Any]] = (),
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Any CardSavr endpoint without a helper: the decrypted JSON answer.
+
+        Only GET is retried; anything else is sent once, since the client
+        cannot know whether repeating it is harmless.
+        """
+        if not path.startswith("/"):
+            raise ValueError("path must start with /")
+        answer = await self._call(
+            method.upper(),
+            path,
+            query=query,
+            body=body,
+            headers=headers,
+            retry=method.upper() == "GET",
+        )
+        return answer.body
+
     # -- merchant sites ---------------------------------------------------
 
     async def list_merchant_sites(

@@ -7,7 +7,7 @@ import pytest
 
 from cardsavr import crypto
 from cardsavr.client import CardSavrClient
-from cardsavr.errors import ProtocolError
+from cardsavr.errors import ProtocolError, ServerError
 from cardsavr.types import JobSpec
 from tests.client.conftest import APP_NAME, Reply, compact, job_json, make_config
 
@@ -312,3 +312,21 @@ async def test_job_messages_are_returned_as_dicts(server, client):
     )
 
     assert await client.get_job_messages(11) == [message]
+
+
+async def test_generic_request_reaches_endpoints_without_a_helper(server, client):
+    server.route("PUT", "/session/refresh", lambda received: Reply(200, {"ok": 1}))
+
+    answer = await client.request("PUT", "/session/refresh", body={})
+
+    assert answer == {"ok": 1}
+    assert server.calls("PUT", "/session/refresh")[0].body == {}
+
+
+async def test_generic_request_does_not_retry_writes(server, client, sleeps):
+    server.route("PUT", "/session/refresh", lambda received: Reply(503, None))
+
+    with pytest.raises(ServerError):
+        await client.request("PUT", "/session/refresh", body={})
+
+    assert len(server.calls("PUT", "/session/refresh")) == 1
