@@ -42,9 +42,15 @@ def get_client() -> CardSavrClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        _forget_closed_loops()
         client = CardSavrClient(client_config_from_settings())
         _clients[loop] = client
     return client
+
+
+def _forget_closed_loops() -> None:
+    for other in [other for other in _clients if other.is_closed()]:
+        _clients.pop(other, None)
 
 
 async def close_clients() -> None:
@@ -55,8 +61,7 @@ async def close_clients() -> None:
     """
     loop = asyncio.get_running_loop()
     client = _clients.pop(loop, None)
-    for other in [other for other in _clients if other.is_closed()]:
-        _clients.pop(other, None)
+    _forget_closed_loops()
     if client is not None:
         await client.close()
 

@@ -12,13 +12,13 @@ from django.utils import timezone
 from jobs.models import CredentialRequest, Job, MerchantSite
 from jobs.outcomes import may_leave, next_steps
 
-LOGO_URL_NAME = "api-merchant-site-logo"
+# The page views serve logos from the database (jobs/urls.py names the route).
+LOGO_URL_NAMES = ("merchant_site_logo", "jobs:merchant_site_logo")
 
 
 @functools.cache
 def _logo_url_name() -> str | None:
-    # jobs/urls.py may mount the API under its own namespace.
-    for name in (LOGO_URL_NAME, f"jobs:{LOGO_URL_NAME}"):
+    for name in LOGO_URL_NAMES:
         try:
             reverse(name, args=[1])
         except NoReverseMatch:

@@ -407,6 +407,12 @@ def _locked_job(job_pk: int) -> Job:
     return job
 
 
+def remote_job_differs(job: Job, remote: remote_types.Job, read_at: datetime) -> bool:
+    """Whether mirroring `remote` may change the job (no query when its open
+    requests were prefetched)."""
+    return bool(_plan(job, _open_requests(job), remote, read_at))
+
+
 def apply_remote_job(
     job: Job,
     remote: remote_types.Job,
@@ -421,7 +427,7 @@ def apply_remote_job(
     pushed after commit. `read_at` is when `remote` was read (default now).
     """
     read_at = read_at or timezone.now()
-    if not _plan(job, _open_requests(job), remote, read_at):
+    if not remote_job_differs(job, remote, read_at):
         return False
     with transaction.atomic():
         current = _locked_job(job.pk)
