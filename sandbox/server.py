@@ -55,10 +55,13 @@ def build_server(
     port: int,
     ca_file: str | os.PathLike,
     engine: Engine | None = None,
+    *,
+    handle_signals: bool = False,
 ) -> tuple[uvicorn.Server, SandboxApp]:
     cert_path, key_path = ensure_certificate(ca_file)
     app = create_app(config, engine)
-    server = _EmbeddedServer(
+    server_class = uvicorn.Server if handle_signals else _EmbeddedServer
+    server = server_class(
         uvicorn_config(app, str(cert_path), str(key_path), host, port)
     )
     return server, app
@@ -71,9 +74,16 @@ async def serve(
     ca_file: str | os.PathLike,
     *,
     engine: Engine | None = None,
+    handle_signals: bool = False,
 ) -> None:
-    """Run the sandbox until cancelled; embeddable in any asyncio loop."""
-    server, app = build_server(config, host, port, ca_file, engine)
+    """Run the sandbox until cancelled; embeddable in any asyncio loop.
+
+    With ``handle_signals`` (standalone use) Ctrl-C shuts it down gracefully;
+    embedded, the host program owns the signals and cancels this coroutine.
+    """
+    server, app = build_server(
+        config, host, port, ca_file, engine, handle_signals=handle_signals
+    )
     logger.info(
         "CardSavr sandbox on https://%s:%s/ (app %s, agent %s, speed %sx); "
         "clients trust %s",
