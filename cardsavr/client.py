@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import json
 import logging
 import random
@@ -81,12 +83,19 @@ def build_query(params: Sequence[tuple[str, Any]]) -> str:
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now; it may be a number or an HTTP date."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
     return max(seconds, 0.0)
 
 

@@ -13,7 +13,7 @@ import pytest
 from cardsavr import crypto
 from cardsavr.client import CardSavrClient
 from cardsavr.config import ClientConfig
-from cardsavr.errors import AuthenticationError, ValidationError
+from cardsavr.errors import AuthenticationError, TransportError, ValidationError
 from cardsavr.types import Job, JobSpec, MerchantSite
 
 PAN = "4111111111111111"
@@ -268,3 +268,15 @@ async def test_logo_is_fetched_over_tls(sandbox):
 
     assert content_type == "image/svg+xml"
     assert content.lstrip().startswith(b"<svg")
+
+
+async def test_sandbox_certificate_is_refused_without_its_ca_file(sandbox):
+    config = client_config(sandbox)
+    client = CardSavrClient(
+        ClientConfig(**{**config.__dict__, "ca_file": None, "max_read_retries": 0})
+    )
+    try:
+        with pytest.raises(TransportError):
+            await client.list_merchant_sites(page_length=1)
+    finally:
+        await client.close()

@@ -1,6 +1,8 @@
 """Retries for reads, none for credential replies and job creation, deadlines."""
 
 import asyncio
+import datetime
+import email.utils
 
 import httpx
 import pytest
@@ -222,3 +224,22 @@ async def test_deadline_applies_to_each_read_attempt(server, sleeps):
 
     assert len(server.calls("GET", JOB_PATH)) == 3
     assert len(sleeps) == 2
+
+
+async def test_retry_after_as_http_date_is_honoured(server, client, sleeps):
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=20)
+    server.route(
+        "GET",
+        JOB_PATH,
+        failing_then(
+            429,
+            1,
+            Reply(200, job_json(11)),
+            {"Retry-After": email.utils.format_datetime(when, usegmt=True)},
+        ),
+    )
+
+    await client.get_job(11)
+
+    assert len(sleeps) == 1
+    assert 10 < sleeps[0] <= 20
