@@ -182,8 +182,8 @@ class CardSavrClient:
     # -- session ----------------------------------------------------------
 
     async def login(self) -> None:
-        async with self._login_lock:
-            await self._login_locked()
+        """Open a session unless one is open; calls do this by themselves."""
+        await self._current_session()
 
     async def close(self) -> None:
         """End the CardSavr session (errors swallowed) and release connections."""

@@ -172,3 +172,13 @@ async def test_gcm_config_sends_and_reads_gcm_envelopes(server, sleeps):
     assert site.id == 1
     assert server.calls("POST", "/session/login")[0].scheme == crypto.GCM
     assert server.answered_schemes == [crypto.GCM, crypto.GCM]
+
+
+async def test_explicit_login_opens_one_session_for_later_calls(server, client):
+    serve_site(server)
+
+    await client.login()
+    await client.login()
+    await client.get_merchant_site(1)
+
+    assert server.logins == 1
