@@ -43,6 +43,7 @@ def uvicorn_config(
         ssl_certfile=cert_file,
         ssl_keyfile=key_file,
         lifespan="on",
+        ws="none",
         access_log=False,  # the app logs one line per request itself
         log_config=None,
         timeout_keep_alive=30,
