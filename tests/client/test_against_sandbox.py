@@ -13,7 +13,13 @@ import pytest
 from cardsavr import crypto
 from cardsavr.client import CardSavrClient
 from cardsavr.config import ClientConfig
-from cardsavr.errors import AuthenticationError, TransportError, ValidationError
+from cardsavr.errors import (
+    AuthenticationError,
+    ProtocolError,
+    TransportError,
+    UpstreamTimeoutError,
+    ValidationError,
+)
 from cardsavr.types import Job, JobSpec, MerchantSite
 
 PAN = "4111111111111111"
@@ -277,6 +283,34 @@ async def test_sandbox_certificate_is_refused_without_its_ca_file(sandbox):
     )
     try:
         with pytest.raises(TransportError):
+            await client.list_merchant_sites(page_length=1)
+    finally:
+        await client.close()
+
+
+async def test_dripping_sandbox_answer_hits_the_deadline(sandbox):
+    config = client_config(sandbox)
+    client = CardSavrClient(
+        ClientConfig(**{**config.__dict__, "timeout": 1.0, "max_read_retries": 0})
+    )
+    try:
+        await client.login()
+        # Each byte-group arrives well inside httpx's read timeout; only the
+        # overall deadline can stop the call.
+        sandbox.engine.faults.add("drip", seconds=8.0, count=1)
+        with pytest.raises(UpstreamTimeoutError):
+            await asyncio.wait_for(client.list_merchant_sites(page_length=1), 20)
+    finally:
+        sandbox.engine.faults.clear()
+        await client.close()
+
+
+async def test_garbage_sandbox_answer_is_a_protocol_error(sandbox):
+    client = CardSavrClient(client_config(sandbox))
+    try:
+        await client.login()
+        sandbox.engine.faults.add("garbage", count=1)
+        with pytest.raises(ProtocolError):
             await client.list_merchant_sites(page_length=1)
     finally:
         await client.close()
