@@ -81,6 +81,11 @@ async def test_trace_key_comes_from_config_when_set(server, sleeps):
 async def test_concurrent_first_calls_log_in_once(server, client):
     serve_site(server)
 
+    async def in_flight_together(request):
+        await asyncio.sleep(0.01)  # the login answer comes after all calls start
+
+    server.fault = in_flight_together
+
     sites = await asyncio.gather(*(client.get_merchant_site(1) for _ in range(8)))
 
     assert len(sites) == 8
@@ -182,3 +187,19 @@ async def test_explicit_login_opens_one_session_for_later_calls(server, client):
     await client.get_merchant_site(1)
 
     assert server.logins == 1
+
+
+async def test_concurrent_401s_share_one_new_login(server, client):
+    serve_site(server)
+    await client.get_merchant_site(1)
+    server.drop_sessions()
+
+    async def in_flight_together(request):
+        await asyncio.sleep(0.01)  # every call holds the stale session at once
+
+    server.fault = in_flight_together
+
+    sites = await asyncio.gather(*(client.get_merchant_site(1) for _ in range(6)))
+
+    assert len(sites) == 6
+    assert server.logins == 2

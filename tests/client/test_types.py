@@ -3,6 +3,7 @@
 import json
 from datetime import UTC, datetime
 
+from cardsavr.client import build_query
 from cardsavr.types import CredentialRequest, Job, MerchantSite, parse_timestamp
 from tests.client.conftest import Reply, job_json
 
@@ -249,3 +250,11 @@ async def test_job_with_unknown_fields_and_status_comes_back_from_the_api(
 
     assert job.status == "NEW_THING"
     assert job.raw["extra"] == [1, 2]
+
+
+def test_query_leaves_out_empty_filters_and_escapes_only_unsafe_characters():
+    query = build_query(
+        [("ids", []), ("host", None), ("hosts", ["a.com", "b.com"]), ("q", "a&b c")]
+    )
+
+    assert query == "hosts=a.com,b.com&q=a%26b%20c"
