@@ -1,0 +1,170 @@
+"""The browser stand-in: holds many websockets and timestamps every frame.
+
+Started as `python -m benchmarks.wsclient`; answers one JSON line per command
+read on stdin. Frames are parsed only as far as needed (type, job id, version,
+status message), so the client stays light next to the server it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+
+import websockets
+
+from benchmarks import common
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.sockets: list = []
+        self.readers: list[asyncio.Task] = []
+        self.expected = 0
+        self.received = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.done: asyncio.Event | None = None
+        self.recording = False
+        self.records: list[tuple[int, int, str, int]] = []
+        self.closed = 0
+
+    async def _open_one(self, url: str, origin: str, session: str) -> None:
+        ws = await websockets.connect(
+            url,
+            origin=origin,
+            additional_headers={"Cookie": f"sessionid={session}"},
+            compression=None,
+            ping_interval=None,
+            open_timeout=60,
+            max_queue=None,
+        )
+        # The first frame is the snapshot; the socket counts once it arrived.
+        first = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        if first.get("type") != "jobs.snapshot":
+            raise RuntimeError(f"first frame was {first.get('type')!r}")
+        self.sockets.append(ws)
+        self.readers.append(asyncio.ensure_future(self._read(ws)))
+
+    async def _read(self, ws) -> None:
+        try:
+            async for text in ws:
+                now = time.time_ns()
+                frame = json.loads(text)
+                if frame.get("type") != "job.updated":
+                    continue
+                if self.recording:
+                    job = frame["job"]
+                    self.records.append(
+                        (now, job["id"], job.get("status_message", ""), job["version"])
+                    )
+                self.received += 1
+                if self.received == 1:
+                    self.first_ns = now
+                self.last_ns = now
+                if self.done is not None and self.received >= self.expected:
+                    self.done.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed += 1
+
+    async def cmd_open(
+        self, url: str, origin: str, sessions: list[str], batch: int = 50
+    ) -> dict:
+        started = time.perf_counter()
+        failed = 0
+        errors: set[str] = set()
+        for start in range(0, len(sessions), batch):
+            results = await asyncio.gather(
+                *(
+                    self._open_one(url, origin, s)
+                    for s in sessions[start : start + batch]
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    failed += 1
+                    errors.add(f"{type(result).__name__}: {result}"[:200])
+        return {
+            "open": len(self.sockets) - self.closed,
+            "failed": failed,
+            "errors": sorted(errors)[:5],
+            "seconds": time.perf_counter() - started,
+        }
+
+    async def cmd_expect(self, count: int) -> dict:
+        self.expected, self.received = count, 0
+        self.first_ns = self.last_ns = 0
+        self.done = asyncio.Event()
+        return {"armed": count}
+
+    async def cmd_wait(self, timeout: float = 30) -> dict:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), timeout)
+        return {
+            "received": self.received,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+        }
+
+    async def cmd_record(self, on: bool) -> dict:
+        self.recording = on
+        if on:
+            self.records = []
+        return {"recording": on}
+
+    async def cmd_records(self) -> dict:
+        records, self.records = self.records, []
+        return {"records": records}
+
+    async def cmd_alive(self) -> dict:
+        """Ping every socket: how many still answer."""
+        pongs = await asyncio.gather(
+            *(ws.ping() for ws in self.sockets), return_exceptions=True
+        )
+        waiters = [p for p in pongs if not isinstance(p, BaseException)]
+        done = await asyncio.gather(
+            *(asyncio.wait_for(w, 30) for w in waiters), return_exceptions=True
+        )
+        return {"alive": sum(1 for d in done if not isinstance(d, BaseException))}
+
+    async def cmd_close(self) -> dict:
+        count = len(self.sockets)
+        for start in range(0, count, 200):
+            await asyncio.gather(
+                *(ws.close() for ws in self.sockets[start : start + 200]),
+                return_exceptions=True,
+            )
+        self.sockets = []
+        for reader in self.readers:
+            reader.cancel()
+        self.readers = []
+        self.closed = 0
+        return {"closed": count, "rss_kib": common.rss_kib()}
+
+
+async def main() -> None:
+    holder = Holder()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    common.answer({"ready": True, "fd_limit": common.fd_limit()})
+    while line := await reader.readline():
+        try:
+            command = json.loads(line)
+            handler = getattr(holder, "cmd_" + command.pop("cmd"))
+            result = await handler(**command)
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        common.answer(result)
+    await holder.cmd_close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
