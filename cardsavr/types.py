@@ -65,6 +65,15 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _status(value: Any) -> str:
+    """A status as text, whatever scalar CardSavr sent."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
 def _required_id(raw: Any, what: str) -> int:
     if not isinstance(raw, dict):
         raise ValueError(f"{what} is not a JSON object")
@@ -170,7 +179,8 @@ class Job:
         if account_id is None and isinstance(account, dict):
             account_id = _int_or_none(account.get("id"))
         requests = []
-        for item in raw.get("credential_requests") or ():
+        hydrated = raw.get("credential_requests")
+        for item in hydrated if isinstance(hydrated, list) else ():
             try:
                 requests.append(CredentialRequest.from_json(item, job_id))
             except ValueError:
@@ -181,9 +191,9 @@ class Job:
             card_id=_int_or_none(raw.get("card_id")),
             account_id=account_id,
             merchant_site_id=merchant_site_id,
-            status=_str(raw.get("status")),
+            status=_status(raw.get("status")),
             status_message=_str(raw.get("status_message")),
-            termination_type=_str_or_none(raw.get("termination_type")),
+            termination_type=_status(raw.get("termination_type")) or None,
             percent_complete=_float(raw.get("percent_complete")),
             auth_percent_complete=_float(raw.get("auth_percent_complete")),
             job_timeout=_int_or_none(raw.get("job_timeout")),

@@ -258,3 +258,22 @@ def test_query_leaves_out_empty_filters_and_escapes_only_unsafe_characters():
     )
 
     assert query == "hosts=a.com,b.com&q=a%26b%20c"
+
+
+def test_odd_shapes_do_not_raise():
+    job = Job.from_json(
+        job_json(
+            11,
+            status=7,
+            termination_type=[],
+            credential_requests=5,
+            account="not-an-object",
+            status_message=None,
+        )
+    )
+
+    assert job.status == "7"
+    assert job.termination_type is None
+    assert job.credential_requests == ()
+    assert job.merchant_site_id is None
+    assert job.status_message == ""
