@@ -11,6 +11,7 @@ and are never stored, logged or put in an exception message here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import unicodedata
@@ -69,6 +70,7 @@ logger = logging.getLogger(__name__)
 # the same deadline and not worth a write or a push.
 DEADLINE_TOLERANCE = timedelta(seconds=5)
 MAX_REPLY_LENGTH = 256
+LOGO_FETCHES_AT_ONCE = 4
 PUSH_APPROVAL_TYPE = "tfa_message"
 PUSH_APPROVAL_ANSWER = "ack"
 CANCELLED_STATUSES = {"CANCELLED", "CANCELED"}
@@ -1368,17 +1370,24 @@ async def sync_merchant_sites() -> int:
             )
         )()
     )
-    for site_pk, url in urls.items():
-        try:
-            content, content_type = await client.fetch_bytes(url)
-        except CardSavrError as exc:
-            logger.warning(
-                "Logo of merchant site %s not fetched: %s", site_pk, type(exc).__name__
-            )
-            continue
+    limiter = asyncio.Semaphore(LOGO_FETCHES_AT_ONCE)
+
+    async def fetch_logo(site_pk: int, url: str) -> None:
+        async with limiter:
+            try:
+                content, content_type = await client.fetch_bytes(url)
+            except CardSavrError as exc:
+                logger.warning(
+                    "Logo of merchant site %s not fetched: %s",
+                    site_pk,
+                    type(exc).__name__,
+                )
+                return
         if not content_type.startswith("image/") or not content:
             logger.warning("Logo of merchant site %s is not an image", site_pk)
-            continue
+            return
         await sync_to_async(_store_logo)(site_pk, content, content_type)
+
+    await asyncio.gather(*(fetch_logo(pk, url) for pk, url in urls.items()))
     logger.info("Synced %s merchant sites, %s logos fetched", len(sites), len(urls))
     return len(sites)

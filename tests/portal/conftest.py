@@ -70,6 +70,11 @@ def tfa_request(envelope_id: str, message: str = "Enter the code.") -> dict:
     }
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_cardholder(db, django_user_model):
     def make(username: str = "alice") -> Cardholder:

@@ -1,0 +1,191 @@
+"""Whole job lifecycles against the sandbox, driven through services and the poller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from jobs import selectors, services
+from jobs.cardsavr_client import close_clients
+from jobs.models import CredentialRequest, Job, MerchantSite, Outcome, ReplyState
+from jobs.poller import Poller
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STANDARD_SITE = "synthetic-sites.sandbox.local/standard"
+CARD = {
+    "pan": "4111111111111111",
+    "cvv": "123",
+    "expiration_month": "12",
+    "expiration_year": "2099",
+    "name_on_card": "Alice Example",
+    "address": {
+        "address1": "1 Main St",
+        "city": "Seattle",
+        "subnational": "WA",
+        "postal_code": "98101",
+    },
+}
+
+
+@pytest.fixture
+async def portal(portal_on_sandbox):
+    yield portal_on_sandbox
+    await close_clients()
+
+
+@pytest.fixture
+async def wallet(portal):
+    """A cardholder with a card, and the merchant sites synced."""
+    cardholder = await services.create_cardholder("alice", "a-long-portal-pass-41")
+    await services.add_card(cardholder, **CARD)
+    await services.sync_merchant_sites()
+    return cardholder
+
+
+async def site(host: str = STANDARD_SITE) -> MerchantSite:
+    return await MerchantSite.objects.aget(host=host)
+
+
+async def job_state(job_pk: int) -> tuple[Job, CredentialRequest | None]:
+    def read():
+        job = selectors.jobs_with_state().get(pk=job_pk)
+        return job, selectors.open_request_of(job)
+
+    return await sync_to_async(read)()
+
+
+async def poll_until(poller: Poller, job_pk: int, done, limit: float = 30.0):
+    """Tick until done(job, open_request) holds; the sandbox runs at speed."""
+    give_up = time.monotonic() + limit
+    while True:
+        await poller.run_tick()
+        job, request = await job_state(job_pk)
+        if done(job, request):
+            return job, request
+        if time.monotonic() > give_up:
+            raise AssertionError(f"job stuck at {job.status} ({job.outcome})")
+        await asyncio.sleep(0.05)
+
+
+def open_request_of_type(kind: str):
+    return lambda job, request: request is not None and request.type == kind
+
+
+def finished(job, request):
+    return job.is_terminated
+
+
+async def test_tfa_job_waits_for_the_code_and_succeeds_after_it(wallet):
+    [job] = await services.start_jobs(
+        wallet, [(await site(), {"username": "good_email", "password": "tfa"})]
+    )
+    poller = Poller(interval=0.05)
+
+    job, request = await poll_until(poller, job.pk, open_request_of_type("tfa"))
+    assert job.status == "PENDING_TFA"
+    assert job.outcome == Outcome.NEEDS_INPUT
+
+    await services.submit_reply(wallet, job.pk, request.envelope_id, {"tfa": "1234"})
+    job, _ = await poll_until(poller, job.pk, finished)
+
+    assert (job.status, job.outcome) == ("SUCCESSFUL", Outcome.SUCCESS)
+
+
+async def test_push_approval_is_acknowledged_by_the_poller(wallet, portal):
+    [job] = await services.start_jobs(
+        wallet, [(await site(), {"username": "good_email", "password": "tfa_message"})]
+    )
+    poller = Poller(interval=0.05)
+
+    job, _ = await poll_until(poller, job.pk, finished)
+
+    request = await CredentialRequest.objects.aget(job=job, type="tfa_message")
+    assert request.reply_state == ReplyState.SENT
+    replies = portal.engine.stats()["credential_replies_per_envelope"]
+    assert replies[request.envelope_id] == 1
+    assert job.outcome == Outcome.SUCCESS
+
+
+async def waiting_for_tfa(wallet, poller: Poller) -> tuple[Job, CredentialRequest]:
+    [job] = await services.start_jobs(
+        wallet, [(await site(), {"username": "good_email", "password": "tfa"})]
+    )
+    return await poll_until(poller, job.pk, open_request_of_type("tfa"))
+
+
+async def test_second_reply_to_an_envelope_conflicts_without_calling_cardsavr(
+    wallet, portal
+):
+    job, request = await waiting_for_tfa(wallet, Poller(interval=0.05))
+    await services.submit_reply(wallet, job.pk, request.envelope_id, {"tfa": "1234"})
+
+    with pytest.raises(services.ReplyConflict):
+        await services.submit_reply(
+            wallet, job.pk, request.envelope_id, {"tfa": "9999"}
+        )
+
+    replies = portal.engine.stats()["credential_replies_per_envelope"]
+    assert replies[request.envelope_id] == 1
+
+
+async def test_concurrent_replies_to_an_envelope_reach_cardsavr_once(wallet, portal):
+    job, request = await waiting_for_tfa(wallet, Poller(interval=0.05))
+
+    results = await asyncio.gather(
+        *(
+            services.submit_reply(wallet, job.pk, request.envelope_id, {"tfa": "1234"})
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+
+    conflicts = [r for r in results if isinstance(r, services.ReplyConflict)]
+    assert len(conflicts) == 4
+    replies = portal.engine.stats()["credential_replies_per_envelope"]
+    assert replies[request.envelope_id] == 1
+
+
+async def test_reply_cardsavr_refuses_leaves_the_request_open(wallet, portal):
+    from cardsavr.client import CardSavrClient
+    from jobs.cardsavr_client import client_config_from_settings
+
+    job, request = await waiting_for_tfa(wallet, Poller(interval=0.05))
+    # Someone else answers first, so CardSavr refuses the portal's reply.
+    async with CardSavrClient(client_config_from_settings()) as other:
+        await other.answer_credential_request(
+            job.cardsavr_id, request.envelope_id, {"tfa": "1234"}
+        )
+
+    with pytest.raises(services.UpstreamRejected) as caught:
+        await services.submit_reply(
+            wallet, job.pk, request.envelope_id, {"tfa": "1234"}
+        )
+
+    await request.arefresh_from_db()
+    assert (request.reply_state, request.answered_at) == (ReplyState.REJECTED, None)
+    assert request.is_open
+    assert "did not accept" in caught.value.message
+
+
+async def test_job_details_not_matching_the_site_start_nothing(wallet, portal):
+    jobs_before = portal.engine.stats()["jobs"]
+
+    with pytest.raises(services.InvalidInput) as caught:
+        await services.start_jobs(wallet, [(await site(), {"username": "good_email"})])
+
+    assert caught.value.field == "password"
+    assert portal.engine.stats()["jobs"] == jobs_before
+    assert await Job.objects.acount() == 0
+
+
+async def test_cancel_ends_the_job_as_cancelled(wallet):
+    job, _ = await waiting_for_tfa(wallet, Poller(interval=0.05))
+
+    await services.cancel_job(job.pk, cardholder=wallet)
+    job, _ = await poll_until(Poller(interval=0.05), job.pk, finished)
+
+    assert job.outcome == Outcome.CANCELLED
