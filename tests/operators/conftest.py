@@ -23,7 +23,7 @@ def make_site(name: str, host: str = "") -> MerchantSite:
 
 
 def make_cardholder(username: str) -> Cardholder:
-    user = User.objects.create_user(username=username, password="unused-pass-123")
+    user = User.objects.create_user(username=username)
     return Cardholder.objects.create(
         user=user, cardsavr_id=next(_ids), cuid=f"cuid-{username}"
     )
@@ -68,9 +68,7 @@ def make_job(
 
 @pytest.fixture
 def operator(db) -> User:
-    user = User.objects.create_user(
-        username="olivia-operator", password="operator-pass-123", is_staff=True
-    )
+    user = User.objects.create_user(username="olivia-operator", is_staff=True)
     user.groups.add(Group.objects.get(name="operators"))
     return user
 
@@ -82,6 +80,9 @@ def operator_client(client, operator):
 
 
 @pytest.fixture
-def superuser_client(client, admin_user):
-    client.force_login(admin_user)
+def superuser_client(client, db):
+    # No password: hashing one is slow and force_login needs none.
+    client.force_login(
+        User.objects.create_superuser(username="sam-superuser", password=None)
+    )
     return client
