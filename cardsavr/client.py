@@ -447,6 +447,11 @@ class CardSavrClient:
         nonce = headers.get("x-cardsavr-nonce")
         signature = headers.get("x-cardsavr-signature")
         if authorization != self._authorization or not nonce or not signature:
+            logger.warning(
+                "CardSavr %s %s answered with incomplete signature headers",
+                method,
+                path,
+            )
             raise ProtocolError(f"{method} {path} answered with a bad signature")
         candidates: list[bytes] = [raw]
         # JavaScript servers sign JSON.stringify of the parsed body; if the
@@ -461,10 +466,11 @@ class CardSavrClient:
                 [key], signature, target, authorization, nonce, candidate
             ):
                 return
+        logger.warning("CardSavr %s %s answered with a bad signature", method, path)
         raise ProtocolError(f"{method} {path} answered with a bad signature")
 
     def _decode(self, method: str, path: str, status: int, raw: bytes, key: str) -> Any:
-        """Parse the body and open its envelope. Errors bodies are best effort."""
+        """Parse the body and open its envelope; error bodies are best effort."""
         if not raw.strip():
             return None
         try:
@@ -480,6 +486,12 @@ class CardSavrClient:
             if status >= 400:
                 # An HTML error page from a proxy: the status says enough.
                 return None
+            logger.warning(
+                "CardSavr %s %s answered %s with an unreadable body",
+                method,
+                path,
+                status,
+            )
             raise ProtocolError(
                 f"{method} {path} answered {status} with a body that is not "
                 "CardSavr JSON"
