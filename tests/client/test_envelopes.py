@@ -330,3 +330,26 @@ async def test_generic_request_does_not_retry_writes(server, client, sleeps):
         await client.request("PUT", "/session/refresh", body={})
 
     assert len(server.calls("PUT", "/session/refresh")) == 1
+
+
+@pytest.mark.parametrize(
+    ("client_scheme", "answer_scheme"),
+    [(crypto.CBC, crypto.GCM), (crypto.GCM, crypto.CBC)],
+)
+async def test_answer_in_the_other_scheme_is_still_read(
+    server, sleeps, client_scheme, answer_scheme
+):
+    def other_scheme(received):
+        key = server.session_key(received)
+        return server.answer(received, Reply(200, {"id": 1}), key, answer_scheme)
+
+    server.route("GET", "/merchant_sites/1", other_scheme)
+    client = CardSavrClient(
+        make_config(encryption=client_scheme), transport=server.transport()
+    )
+
+    site = await client.get_merchant_site(1)
+    await client.close()
+
+    assert site.id == 1
+    assert server.answered_schemes[-1] == answer_scheme
