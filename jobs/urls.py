@@ -14,7 +14,7 @@ urlpatterns = [
     path(
         "merchant-sites/<int:site_id>/logo",
         views.merchant_logo,
-        name="api-merchant-site-logo",
+        name="merchant_site_logo",
     ),
     path("api/", include("jobs.api_urls")),
     path("", include("jobs.webhook_urls")),

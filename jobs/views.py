@@ -69,6 +69,13 @@ PROMPT_TEXT = {
     },
 }
 
+# services.add_card names CardSavr's fields; the form names its own.
+SERVICE_CARD_FIELDS = {
+    "pan": "number",
+    "address1": "street",
+    "subnational": "state",
+}
+
 CREDENTIAL_TYPES = {"initial_account_link", "credential_request"}
 TFA_TYPES = {"tfa", "tfa_request", "otp"}
 
@@ -125,8 +132,11 @@ def present_job(job: dict) -> dict:
     """A JOB payload plus what the page shows for it (the script derives the same)."""
     view = dict(job)
     name = job["merchant_site"]["name"]
-    percent = max(0, min(100, round(job.get("percent_complete") or 0)))
     outcome = job.get("outcome") or Outcome.IN_PROGRESS
+    percent = max(0, min(100, round(job.get("percent_complete") or 0)))
+    if outcome == Outcome.SUCCESS:
+        # CardSavr may end a placement below 100; a saved card is complete.
+        percent = 100
     finished = outcome in (Outcome.SUCCESS, Outcome.FAILED, Outcome.CANCELLED)
     view.update(
         percent=percent,
@@ -235,9 +245,8 @@ def _current_card(cardholder) -> Card | None:
     return Card.objects.filter(cardholder=cardholder).first()
 
 
-def _service_error(request: HttpRequest, error: Exception) -> None:
-    message = getattr(error, "message", "") or str(error)
-    messages.error(request, message)
+def _service_error(request: HttpRequest, error: services.ServiceError) -> None:
+    messages.error(request, error.message)
 
 
 @never_cache
@@ -399,14 +408,13 @@ def card(request: HttpRequest) -> HttpResponse:
                     pan=data["number"],
                     cvv=data["cvv"],
                     expiration_month=f"{data['expiration_month']:02d}",
-                    expiration_year=f"{data['expiration_year'] % 100:02d}",
+                    expiration_year=str(data["expiration_year"]),
                     name_on_card=data["name_on_card"],
                     address=form.address(),
                 )
             except services.ServiceError as error:
-                field = getattr(error, "field", None)
-                message = getattr(error, "message", "") or str(error)
-                form.add_error(field if field in form.fields else None, message)
+                field = SERVICE_CARD_FIELDS.get(error.field or "", error.field)
+                form.add_error(field if field in form.fields else None, error.message)
             else:
                 messages.success(
                     request,
@@ -498,7 +506,7 @@ def start(request: HttpRequest) -> HttpResponse:
             try:
                 async_to_sync(services.start_jobs)(cardholder, requests)
             except services.ServiceError as error:
-                errors.append(getattr(error, "message", "") or str(error))
+                errors.append(error.message)
             else:
                 names = ", ".join(site.name for site in sites)
                 messages.success(

@@ -343,7 +343,9 @@ class JobsPage {
   fillJob(article, job, live) {
     const outcome = job.outcome || "in_progress";
     const finished = FINISHED.has(outcome);
-    const percent = Math.max(0, Math.min(100, Math.round(job.percent_complete || 0)));
+    let percent = Math.max(0, Math.min(100, Math.round(job.percent_complete || 0)));
+    // CardSavr may end a placement below 100; a saved card is complete.
+    if (outcome === "success") percent = 100;
     article.className = `job job--${outcome}`;
     article.dataset.version = String(job.version);
     article.dataset.outcome = outcome;
