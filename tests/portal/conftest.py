@@ -11,8 +11,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from cardsavr import types as remote_types
-from jobs import events
+from jobs import events, services
+from jobs.cardsavr_client import close_clients
 from jobs.models import Cardholder, Job, MerchantSite
+from tests.portal.flows import CARD
 
 LOGIN_FIELDS = [
     {
@@ -151,3 +153,18 @@ def listen():
 @pytest.fixture
 def cardholder_pushes(listen, cardholder) -> PushListener:
     return listen(events.cardholder_group(cardholder.pk))
+
+
+@pytest.fixture
+async def portal(portal_on_sandbox):
+    yield portal_on_sandbox
+    await close_clients()
+
+
+@pytest.fixture
+async def wallet(portal):
+    """A cardholder with a card, and the merchant sites synced."""
+    cardholder = await services.create_cardholder("alice", "a-long-portal-pass-41")
+    await services.add_card(cardholder, **CARD)
+    await services.sync_merchant_sites()
+    return cardholder

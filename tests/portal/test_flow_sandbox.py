@@ -3,80 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from asgiref.sync import sync_to_async
 
-from jobs import selectors, services
-from jobs.cardsavr_client import close_clients
-from jobs.models import CredentialRequest, Job, MerchantSite, Outcome, ReplyState
+from jobs import services
+from jobs.models import CredentialRequest, Job, Outcome, ReplyState
 from jobs.poller import Poller
+from tests.portal.flows import (
+    finished,
+    open_request_of_type,
+    poll_until,
+    site,
+    waiting_for_tfa,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-STANDARD_SITE = "synthetic-sites.sandbox.local/standard"
-CARD = {
-    "pan": "4111111111111111",
-    "cvv": "123",
-    "expiration_month": "12",
-    "expiration_year": "2099",
-    "name_on_card": "Alice Example",
-    "address": {
-        "address1": "1 Main St",
-        "city": "Seattle",
-        "subnational": "WA",
-        "postal_code": "98101",
-    },
-}
-
-
-@pytest.fixture
-async def portal(portal_on_sandbox):
-    yield portal_on_sandbox
-    await close_clients()
-
-
-@pytest.fixture
-async def wallet(portal):
-    """A cardholder with a card, and the merchant sites synced."""
-    cardholder = await services.create_cardholder("alice", "a-long-portal-pass-41")
-    await services.add_card(cardholder, **CARD)
-    await services.sync_merchant_sites()
-    return cardholder
-
-
-async def site(host: str = STANDARD_SITE) -> MerchantSite:
-    return await MerchantSite.objects.aget(host=host)
-
-
-async def job_state(job_pk: int) -> tuple[Job, CredentialRequest | None]:
-    def read():
-        job = selectors.jobs_with_state().get(pk=job_pk)
-        return job, selectors.open_request_of(job)
-
-    return await sync_to_async(read)()
-
-
-async def poll_until(poller: Poller, job_pk: int, done, limit: float = 30.0):
-    """Tick until done(job, open_request) holds; the sandbox runs at speed."""
-    give_up = time.monotonic() + limit
-    while True:
-        await poller.run_tick()
-        job, request = await job_state(job_pk)
-        if done(job, request):
-            return job, request
-        if time.monotonic() > give_up:
-            raise AssertionError(f"job stuck at {job.status} ({job.outcome})")
-        await asyncio.sleep(0.05)
-
-
-def open_request_of_type(kind: str):
-    return lambda job, request: request is not None and request.type == kind
-
-
-def finished(job, request):
-    return job.is_terminated
 
 
 async def test_tfa_job_waits_for_the_code_and_succeeds_after_it(wallet):
@@ -108,13 +49,6 @@ async def test_push_approval_is_acknowledged_by_the_poller(wallet, portal):
     replies = portal.engine.stats()["credential_replies_per_envelope"]
     assert replies[request.envelope_id] == 1
     assert job.outcome == Outcome.SUCCESS
-
-
-async def waiting_for_tfa(wallet, poller: Poller) -> tuple[Job, CredentialRequest]:
-    [job] = await services.start_jobs(
-        wallet, [(await site(), {"username": "good_email", "password": "tfa"})]
-    )
-    return await poll_until(poller, job.pk, open_request_of_type("tfa"))
 
 
 async def test_second_reply_to_an_envelope_conflicts_without_calling_cardsavr(
