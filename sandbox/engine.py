@@ -216,6 +216,7 @@ class Engine:
         self.cards: dict[int, dict] = {}
         self.accounts: dict[int, dict] = {}
         self.account_secrets: dict[int, dict] = {}
+        self.account_by_key: dict[tuple[int, str], int] = {}
         self.jobs: dict[int, SimJob] = {}
         self.jobs_by_cardholder: dict[int, list[int]] = defaultdict(list)
         self.envelopes: dict[str, int] = {}  # every envelope ever issued -> job id
@@ -529,14 +530,13 @@ class Engine:
             cuid = self.cardholders[cardholder_id]["cuid"]
             key = data.get("customer_key") or f"{site_id}${cuid}"
             now = iso(self.now())
-            for account in self.accounts.values():
-                if account["customer_key"] == key and (
-                    account["cardholder_id"] == cardholder_id
-                ):
-                    if link:
-                        self.account_secrets[account["id"]] = link
-                    account["last_updated_on"] = now
-                    return dict(account)
+            existing_id = self.account_by_key.get((cardholder_id, key))
+            if existing_id is not None:
+                account = self.accounts[existing_id]
+                if link:
+                    self.account_secrets[existing_id] = link
+                account["last_updated_on"] = now
+                return dict(account)
             account_id = self._next_id("account")
             record = {
                 "id": account_id,
@@ -547,6 +547,7 @@ class Engine:
                 "last_updated_on": now,
             }
             self.accounts[account_id] = record
+            self.account_by_key[(cardholder_id, key)] = account_id
             self.account_secrets[account_id] = link
         return dict(record)
 
