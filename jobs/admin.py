@@ -28,7 +28,8 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -597,10 +598,37 @@ class MerchantSiteAdmin(ReadOnlyMirrorAdmin):
             '<a href="{}">jobs</a> · <a href="{}">report</a>', jobs, report
         )
 
+    def get_urls(self):
+        resync = path(
+            "resync/",
+            self.admin_site.admin_view(self.resync_view),
+            name="jobs_merchantsite_resync",
+        )
+        return [resync, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_act": self.has_act_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def resync_view(self, request: HttpRequest) -> HttpResponse:
+        """The changelist's button: a resync needs no site selected first."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_act_permission(request):
+            raise PermissionDenied
+        self._resync(request)
+        return redirect("admin:jobs_merchantsite_changelist")
+
     @admin.action(
         description="Resync all merchant sites from CardSavr", permissions=["act"]
     )
     def resync_merchant_sites(self, request: HttpRequest, queryset: QuerySet):
+        self._resync(request)
+
+    def _resync(self, request: HttpRequest) -> None:
         try:
             count = async_to_sync(services.sync_merchant_sites)()
         except services.ServiceError as exc:
@@ -608,7 +636,10 @@ class MerchantSiteAdmin(ReadOnlyMirrorAdmin):
             level = messages.ERROR
         except Exception:
             logger.exception("Merchant site resync failed")
-            message = "Resync from CardSavr failed: unexpected error, see the log."
+            message = (
+                "Resync from CardSavr failed: CardSavr could not be reached or "
+                "answered badly. Try again in a minute; details are in the log."
+            )
             level = messages.ERROR
         else:
             message = f"Resynced {count} merchant sites from CardSavr."
