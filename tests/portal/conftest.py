@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 
 from cardsavr import types as remote_types
 from jobs import events, services
@@ -159,6 +160,9 @@ def cardholder_pushes(listen, cardholder) -> PushListener:
 async def portal(portal_on_sandbox):
     yield portal_on_sandbox
     await close_clients()
+    # The ORM ran in sync_to_async's thread; its connection must not outlive
+    # the test (PostgreSQL refuses to drop a test database still in use).
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
