@@ -85,6 +85,28 @@ class MerchantRow:
             return None
         return self.needed_input / self.jobs
 
+    @property
+    def median_to_success_text(self) -> str:
+        return duration_text(self.median_to_success)
+
+    @property
+    def median_to_first_prompt_text(self) -> str:
+        return duration_text(self.median_to_first_prompt)
+
+
+def duration_text(value: timedelta | None) -> str:
+    """A duration as an operator reads it: "45 s", "3 min 52 s", "2 h 5 min"."""
+    if value is None:
+        return "—"
+    seconds = round(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
 
 @dataclass
 class DayRow:

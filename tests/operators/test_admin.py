@@ -206,6 +206,7 @@ def test_job_page_explains_why_it_failed(superuser_client, failed_netflix_job):
 
     text = response.content.decode()
     assert "User data failure" in text
+    assert "The verification code was wrong too many times." in text
     assert "The code was wrong twice." in text
     assert "Code from your phone (tfa)" in text
     assert "Accepted by CardSavr" in text

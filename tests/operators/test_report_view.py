@@ -85,6 +85,16 @@ def test_report_charts_are_inline_svg_without_script_or_style(
     assert not re.search(r"<script(?![^>]*\bsrc=)", text)
 
 
+def test_report_opens_on_the_last_seven_days(operator_client):
+    today = timezone.localdate()
+
+    response = operator_client.get(URL)
+
+    report = response.context["report"]
+    assert (report.date_from, report.date_to) == (today - timedelta(days=6), today)
+    assert f'value="{today.isoformat()}"' in response.content.decode()
+
+
 def test_report_for_one_merchant_site(operator_client, this_week):
     _, hulu = this_week
 

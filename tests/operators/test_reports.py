@@ -206,3 +206,11 @@ def test_query_count_does_not_grow_with_jobs(
 
     with django_assert_num_queries(len(few.captured_queries)):
         _report()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(45.4, "45 s"), (232, "3 min 52 s"), (7500, "2 h 5 min")],
+)
+def test_durations_read_as_an_operator_would_say_them(seconds, text):
+    assert reports.duration_text(timedelta(seconds=seconds)) == text
