@@ -31,7 +31,7 @@ from cardsavr.errors import CardSavrError, NotFoundError, RateLimitedError
 from jobs import services
 from jobs.cardsavr_client import get_client
 from jobs.models import CredentialRequest, Job, ReplyState
-from jobs.selectors import active_jobs, jobs_with_state
+from jobs.selectors import PUSH_APPROVAL_TYPE, active_jobs, jobs_with_state
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _apply_batch(
         for job, _, _ in reads
         if not job.is_terminated
         for request in job.open_requests
-        if request.type == services.PUSH_APPROVAL_TYPE
+        if request.type == PUSH_APPROVAL_TYPE
         and request.answered_at is None
         and request.reply_state == ReplyState.NONE
     ]

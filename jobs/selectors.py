@@ -9,7 +9,14 @@ from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from jobs.models import Cardholder, CredentialRequest, Job, JobEvent, MerchantSite
+from jobs.models import (
+    Cardholder,
+    CloseReason,
+    CredentialRequest,
+    Job,
+    JobEvent,
+    MerchantSite,
+)
 from jobs.serializers import job_payload
 
 UPSTREAM_STATE_KEY = "cardsavr:upstream_state"
@@ -21,6 +28,9 @@ DEFAULT_UPSTREAM_STATE: dict[str, Any] = {
 }
 # How many of a cardholder's jobs the dashboard shows, newest first.
 DASHBOARD_JOB_LIMIT = 200
+# A push approval is acknowledged by the portal at once; its instruction (a
+# number to tap, say) is what the cardholder still needs to see.
+PUSH_APPROVAL_TYPE = "tfa_message"
 
 
 def open_requests_prefetch() -> Prefetch:
@@ -34,13 +44,28 @@ def open_requests_prefetch() -> Prefetch:
     )
 
 
+def answered_requests_prefetch() -> Prefetch:
+    return Prefetch(
+        "credential_requests",
+        queryset=CredentialRequest.objects.filter(
+            close_reason=CloseReason.ANSWERED
+        ).order_by("-opened_at", "-pk"),
+        to_attr="answered_requests",
+    )
+
+
 def jobs_with_state() -> QuerySet[Job]:
-    """Jobs with all a payload needs, in three queries however many there are."""
+    """Jobs with their open requests, in two queries however many there are."""
     return (
         Job.objects.select_related("merchant_site")
         .defer("merchant_site__logo")
         .prefetch_related(open_requests_prefetch())
     )
+
+
+def jobs_for_payload() -> QuerySet[Job]:
+    """Jobs with all a payload needs, in three queries however many there are."""
+    return jobs_with_state().prefetch_related(answered_requests_prefetch())
 
 
 def open_request_of(job: Job) -> CredentialRequest | None:
@@ -54,8 +79,26 @@ def open_request_of(job: Job) -> CredentialRequest | None:
     return requests[0] if requests else None
 
 
+def shown_request_of(job: Job) -> CredentialRequest | None:
+    """The request the cardholder sees: the open one, else an acknowledged
+    push approval while the sign-in it approves is still under way."""
+    request = open_request_of(job)
+    if request is not None or job.is_terminated or job.auth_percent_complete >= 100:
+        return request
+    answered = getattr(job, "answered_requests", None)
+    if answered is None:
+        answered = list(
+            job.credential_requests.filter(close_reason=CloseReason.ANSWERED).order_by(
+                "-opened_at", "-pk"
+            )[:1]
+        )
+    if answered and answered[0].type == PUSH_APPROVAL_TYPE:
+        return answered[0]
+    return None
+
+
 def payload_for(job: Job, now: datetime | None = None) -> dict[str, Any]:
-    return job_payload(job, open_request_of(job), now=now)
+    return job_payload(job, shown_request_of(job), now=now)
 
 
 def cardholder_for_user(user: Any) -> Cardholder | None:
@@ -68,7 +111,7 @@ def job_payloads_for_cardholder(cardholder: Cardholder) -> list[dict[str, Any]]:
     """Jobs waiting for the cardholder first, soonest deadline first; then the
     rest, newest first."""
     now = timezone.now()
-    jobs = jobs_with_state().filter(cardholder=cardholder).order_by("-created_at")
+    jobs = jobs_for_payload().filter(cardholder=cardholder).order_by("-created_at")
     payloads = [payload_for(job, now) for job in jobs[:DASHBOARD_JOB_LIMIT]]
     waiting = [p for p in payloads if _waiting_for_cardholder(p)]
     waiting.sort(
@@ -85,11 +128,11 @@ def _waiting_for_cardholder(payload: dict[str, Any]) -> bool:
 
 def job_for_cardholder(cardholder: Cardholder, job_id: int) -> Job:
     """Raises Job.DoesNotExist for another cardholder's job, as for no job."""
-    return jobs_with_state().get(pk=job_id, cardholder=cardholder)
+    return jobs_for_payload().get(pk=job_id, cardholder=cardholder)
 
 
 def job_payload_by_id(job_id: int) -> dict[str, Any]:
-    return payload_for(jobs_with_state().get(pk=job_id))
+    return payload_for(jobs_for_payload().get(pk=job_id))
 
 
 def job_timeline(job: Job) -> list[JobEvent]:

@@ -58,8 +58,10 @@ from jobs.models import (
 from jobs.outcomes import derive_outcome
 from jobs.selectors import (
     DEFAULT_UPSTREAM_STATE,
+    PUSH_APPROVAL_TYPE,
     UPSTREAM_STATE_KEY,
     initial_fields,
+    jobs_for_payload,
     jobs_with_state,
     payload_for,
 )
@@ -71,7 +73,6 @@ logger = logging.getLogger(__name__)
 DEADLINE_TOLERANCE = timedelta(seconds=5)
 MAX_REPLY_LENGTH = 256
 LOGO_FETCHES_AT_ONCE = 4
-PUSH_APPROVAL_TYPE = "tfa_message"
 PUSH_APPROVAL_ANSWER = "ack"
 CANCELLED_STATUSES = {"CANCELLED", "CANCELED"}
 VANISHED_MESSAGE = (
@@ -632,7 +633,7 @@ def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
     Job.objects.filter(pk=job.pk).update(
         version=F("version") + 1, updated_at=timezone.now()
     )
-    _push_payload(job.cardholder_id, payload_for(jobs_with_state().get(pk=job.pk)))
+    _push_payload(job.cardholder_id, payload_for(jobs_for_payload().get(pk=job.pk)))
     return _Claim(
         request_pk=request.pk,
         job_pk=job.pk,

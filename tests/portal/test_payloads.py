@@ -5,8 +5,9 @@ from datetime import timedelta
 from django.utils import timezone
 
 from jobs import selectors, services
+from jobs.models import CredentialRequest, ReplyState
 from jobs.serializers import job_payload
-from tests.portal.conftest import remote_job, tfa_request
+from tests.portal.conftest import T0, remote_job, tfa_request
 
 
 def test_job_payload_has_the_contract_shape(job):
@@ -74,7 +75,7 @@ def test_dashboard_reads_jobs_in_a_fixed_number_of_queries(
             ),
             source="poll",
         )
-    with django_assert_num_queries(2) as few:
+    with django_assert_num_queries(3) as few:
         selectors.job_payloads_for_cardholder(cardholder)
     for _ in range(5):
         make_job(cardholder)
@@ -119,3 +120,53 @@ def test_initial_fields_are_the_typed_initial_ones(site):
         "username",
         "password",
     ]
+
+
+def _acknowledged_push_approval(job, *, auth_percent_complete):
+    services.apply_remote_job(
+        job,
+        remote_job(
+            job.cardsavr_id,
+            status="PENDING_TFA_MESSAGE",
+            auth_percent_complete=60,
+            requests=[
+                {
+                    "envelope_id": "push-1",
+                    "type": "tfa_message",
+                    "message": {"status_message": "Approve it on your phone."},
+                    "account_link": [
+                        {"key_name": "tfa_message", "label": "Tap 42", "secret": False}
+                    ],
+                }
+            ],
+        ),
+        source="poll",
+    )
+    CredentialRequest.objects.filter(envelope_id="push-1").update(
+        answered_at=timezone.now(), reply_state=ReplyState.SENT
+    )
+    services.apply_remote_job(
+        job,
+        remote_job(
+            job.cardsavr_id,
+            status="TFA_RECEIVED",
+            auth_percent_complete=auth_percent_complete,
+            last_updated_on=T0 + timedelta(seconds=2),
+        ),
+        source="poll",
+    )
+
+
+def test_acknowledged_push_approval_stays_shown_while_signing_in(job):
+    _acknowledged_push_approval(job, auth_percent_complete=70)
+
+    request = selectors.job_payload_by_id(job.pk)["credential_request"]
+
+    assert request["account_link"][0]["label"] == "Tap 42"
+    assert request["answerable"] is False
+
+
+def test_acknowledged_push_approval_is_gone_once_signed_in(job):
+    _acknowledged_push_approval(job, auth_percent_complete=100)
+
+    assert selectors.job_payload_by_id(job.pk)["credential_request"] is None
