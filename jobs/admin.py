@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import (
@@ -329,6 +330,16 @@ class JobAdmin(ReadOnlyMirrorAdmin):
                 ),
             )
         )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, unquote(object_id))
+        if job is not None:
+            subtitle = (
+                f"CardSavr job {job.cardsavr_id}: {job.cardholder} "
+                f"at {job.merchant_site.name}"
+            )
+            extra_context = {**(extra_context or {}), "subtitle": subtitle}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
         results, may_have_duplicates = super().get_search_results(

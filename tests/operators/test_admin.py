@@ -212,6 +212,24 @@ def test_job_page_explains_why_it_failed(superuser_client, failed_netflix_job):
     assert "Accepted by CardSavr" in text
 
 
+def test_job_page_is_titled_with_who_and_where(superuser_client, failed_netflix_job):
+    response = superuser_client.get(change(failed_netflix_job))
+
+    assert (
+        f"CardSavr job {failed_netflix_job.cardsavr_id}: ann at Netflix"
+        in response.content.decode()
+    )
+
+
+def test_unknown_job_page_redirects_with_a_message(superuser_client):
+    response = superuser_client.get(
+        reverse("admin:jobs_job_change", args=["not-a-number"]), follow=True
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert "exist" in " ".join(str(m) for m in response.context["messages"])
+
+
 def test_job_page_shows_the_timeline(superuser_client, failed_netflix_job):
     response = superuser_client.get(change(failed_netflix_job))
 
