@@ -1373,7 +1373,7 @@ async def sync_merchant_sites() -> int:
     )
     limiter = asyncio.Semaphore(LOGO_FETCHES_AT_ONCE)
 
-    async def fetch_logo(site_pk: int, url: str) -> None:
+    async def fetch_logo(site_pk: int, url: str) -> bool:
         async with limiter:
             try:
                 content, content_type = await client.fetch_bytes(url)
@@ -1383,12 +1383,18 @@ async def sync_merchant_sites() -> int:
                     site_pk,
                     type(exc).__name__,
                 )
-                return
+                return False
         if not content_type.startswith("image/") or not content:
             logger.warning("Logo of merchant site %s is not an image", site_pk)
-            return
+            return False
         await sync_to_async(_store_logo)(site_pk, content, content_type)
+        return True
 
-    await asyncio.gather(*(fetch_logo(pk, url) for pk, url in urls.items()))
-    logger.info("Synced %s merchant sites, %s logos fetched", len(sites), len(urls))
+    stored = await asyncio.gather(*(fetch_logo(pk, url) for pk, url in urls.items()))
+    logger.info(
+        "Synced %s merchant sites, %s of %s new logos stored",
+        len(sites),
+        sum(stored),
+        len(urls),
+    )
     return len(sites)
