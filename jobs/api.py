@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +28,6 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_SITES_PER_REQUEST = 25
 MAX_QUERY_LENGTH = 100
 MAX_SITES_LISTED = 100
-ENVELOPE_ID_RE = re.compile(r"^[A-Za-z0-9+/=_.:-]{1,128}$")
 
 View = Callable[..., Awaitable[JsonResponse]]
 
@@ -238,7 +236,9 @@ async def job_reply(
 ) -> JsonResponse:
     data = _json_object(request)
     envelope_id = data.get("envelope_id")
-    if not isinstance(envelope_id, str) or not ENVELOPE_ID_RE.match(envelope_id):
+    if not isinstance(envelope_id, str) or not services.ENVELOPE_ID_RE.match(
+        envelope_id
+    ):
         raise services.InvalidInput(
             "The question this answers is missing; reload the page.",
             field="envelope_id",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ logger = logging.getLogger(__name__)
 # the same deadline and not worth a write or a push.
 DEADLINE_TOLERANCE = timedelta(seconds=5)
 MAX_REPLY_LENGTH = 256
+# CardSavr's envelope ids are base64 text; anything else (a line break, say)
+# must never reach the x-cardsavr-envelope-id header or the database.
+ENVELOPE_ID_RE = re.compile(r"^[A-Za-z0-9+/=_.:-]{1,128}$")
 LOGO_FETCHES_AT_ONCE = 4
 PUSH_APPROVAL_ANSWER = "ack"
 CANCELLED_STATUSES = {"CANCELLED", "CANCELED"}
@@ -235,7 +239,11 @@ def _plan(
     plan.updates = _remote_fields(job, remote, read_at)
 
     open_by_envelope = {request.envelope_id: request for request in open_requests}
-    remote_by_envelope = {r.envelope_id: r for r in remote.credential_requests}
+    remote_by_envelope = {
+        r.envelope_id: r
+        for r in remote.credential_requests
+        if ENVELOPE_ID_RE.match(r.envelope_id)
+    }
     if not remote.termination_type:
         plan.to_open = [
             request
@@ -281,7 +289,7 @@ def _open_request(
 ) -> CredentialRequest:
     request = CredentialRequest.objects.create(
         job=job,
-        envelope_id=remote.envelope_id[:128],
+        envelope_id=remote.envelope_id,
         type=remote.type[:64],
         account_link=_field_definitions(remote.account_link),
         status_message=(remote.status_message or job.status_message)[:500],
@@ -856,7 +864,12 @@ def _record_created_jobs(
             )
             for name, value in _remote_fields(job, remote, read_at).items():
                 setattr(job, name, value)
-            requests = () if remote.termination_type else remote.credential_requests
+            requests = [
+                request
+                for request in remote.credential_requests
+                if not remote.termination_type
+                and ENVELOPE_ID_RE.match(request.envelope_id)
+            ]
             job.outcome = derive_outcome(
                 job.status, job.termination_type, bool(requests)
             )

@@ -327,3 +327,15 @@ def _fresh_upstream_state():
     cache.delete(selectors.UPSTREAM_STATE_KEY)
     yield
     cache.delete(selectors.UPSTREAM_STATE_KEY)
+
+
+def test_apply_remote_job_ignores_a_request_with_a_malformed_envelope_id(job):
+    services.apply_remote_job(
+        job,
+        remote_job(
+            job.cardsavr_id, status="PENDING_TFA", requests=[tfa_request("bad\r\nid")]
+        ),
+        source="poll",
+    )
+
+    assert not CredentialRequest.objects.filter(job=job).exists()
