@@ -76,6 +76,7 @@ MAX_REPLY_LENGTH = 256
 # CardSavr's envelope ids are base64 text; anything else (a line break, say)
 # must never reach the x-cardsavr-envelope-id header or the database.
 ENVELOPE_ID_RE = re.compile(r"^[A-Za-z0-9+/=_.:-]{1,128}$")
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LOGO_FETCHES_AT_ONCE = 4
 PUSH_APPROVAL_ANSWER = "ack"
 CANCELLED_STATUSES = {"CANCELLED", "CANCELED"}
@@ -573,8 +574,12 @@ def validate_reply(definitions: list[dict[str, Any]], account_link: Any) -> None
     labels = {f["key_name"]: f.get("label") or f["key_name"] for f in definitions}
     for name in account_link:
         if name not in labels:
-            shown = str(name)[:64]
-            raise InvalidInput(f"{shown} was not asked for.", field=shown)
+            if not KEY_NAME_RE.match(str(name)):
+                raise InvalidInput(
+                    "The answer names a field that was not asked for.",
+                    field="account_link",
+                )
+            raise InvalidInput(f"{name} was not asked for.", field=name)
     for name, label in labels.items():
         value = account_link.get(name)
         if value is None or value == "":
