@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
@@ -36,6 +37,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.text import smart_split, unescape_string_literal
 from django.utils.timesince import timesince
 
 from jobs import reports, services
@@ -183,6 +185,24 @@ class TerminationTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class MerchantSiteFilter(admin.SimpleListFilter):
+    """Merchant sites by name, without loading their logos."""
+
+    title = "merchant site"
+    parameter_name = "merchant_site__id__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin):
+        return MerchantSite.objects.order_by("name").values_list("pk", "name")
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"No merchant site {value!r}.")
+        return queryset.filter(merchant_site_id=int(value))
+
+
 class AttentionFilter(admin.SimpleListFilter):
     title = "needs attention"
     parameter_name = "attention"
@@ -241,7 +261,7 @@ class JobAdmin(ReadOnlyMirrorAdmin):
         TerminationTypeFilter,
         AttentionFilter,
         "status",
-        "merchant_site",
+        MerchantSiteFilter,
         "created_at",
     )
     search_fields = (
@@ -254,7 +274,9 @@ class JobAdmin(ReadOnlyMirrorAdmin):
         "Cardholder username or CUID, CardSavr job id, merchant name or host."
     )
     date_hierarchy = "created_at"
-    ordering = ("-created_at", "-id")
+    # Ids follow creation order, and the primary key index lets the database
+    # read one page without sorting every job.
+    ordering = ("-id",)
     list_select_related = ("cardholder__user", "merchant_site")
     list_per_page = 50
     inlines = (CredentialRequestInline, JobEventInline)
@@ -323,6 +345,8 @@ class JobAdmin(ReadOnlyMirrorAdmin):
         return (
             super()
             .get_queryset(request)
+            .select_related("cardholder__user", "merchant_site")
+            .defer("merchant_site__logo")
             .annotate(
                 has_open_request=Exists(requests.filter(closed_at__isnull=True)),
                 questions_asked=Coalesce(
@@ -342,14 +366,25 @@ class JobAdmin(ReadOnlyMirrorAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
-        results, may_have_duplicates = super().get_search_results(
-            request, queryset, search_term
-        )
-        term = search_term.strip()
-        # A job id is matched exactly, so the unique index answers it.
-        if term.isdigit() and len(term) <= 18:
-            results |= queryset.filter(cardsavr_id=int(term))
-        return results, may_have_duplicates
+        """Match each word against cardholders, merchant sites and job ids.
+
+        Words are looked up in the small cardholder and merchant site tables
+        first and jobs are then filtered by id, rather than joining every job
+        to both tables and pattern-matching each row.
+        """
+        for word in smart_split(search_term):
+            word = unescape_string_literal(word) if word[0] in "\"'" else word
+            cardholders = Cardholder.objects.filter(
+                Q(user__username__icontains=word) | Q(cuid=word)
+            ).values("pk")
+            sites = MerchantSite.objects.filter(
+                Q(name__icontains=word) | Q(host__icontains=word)
+            ).values("pk")
+            match = Q(cardholder__in=cardholders) | Q(merchant_site__in=sites)
+            if word.isdigit() and len(word) <= 18:
+                match |= Q(cardsavr_id=int(word))
+            queryset = queryset.filter(match)
+        return queryset, False
 
     @admin.display(description="cardholder", ordering="cardholder__user__username")
     def cardholder_link(self, obj: Job) -> str:
@@ -573,7 +608,11 @@ class CardholderAdmin(ReadOnlyMirrorAdmin):
 
     @admin.display(description="latest jobs")
     def recent_jobs(self, obj: Cardholder) -> str:
-        jobs = obj.jobs.select_related("merchant_site").order_by("-created_at")[:20]
+        jobs = (
+            obj.jobs.select_related("merchant_site")
+            .defer("merchant_site__logo")
+            .order_by("-id")[:20]
+        )
         rows = format_html_join(
             "",
             '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'

@@ -113,6 +113,15 @@ def test_job_search_finds_the_job(superuser_client, failed_netflix_job, term):
     assert other not in shown
 
 
+def test_job_search_needs_every_word_to_match(superuser_client, failed_netflix_job):
+    make_job(make_cardholder("zed"), failed_netflix_job.merchant_site)
+    make_job(failed_netflix_job.cardholder, make_site("Hulu"))
+
+    response = superuser_client.get(changelist(Job), {"q": "ann netflix"})
+
+    assert list(response.context["cl"].result_list) == [failed_netflix_job]
+
+
 def test_job_search_by_cardsavr_job_id(superuser_client, failed_netflix_job):
     make_job(make_cardholder("zed"), make_site("Hulu"))
 
