@@ -42,6 +42,11 @@ RATED_TYPES = (
 NEVER_STARTED = TerminationType.NEVER_STARTED
 DEFAULT_DAYS = 7
 MAX_DAYS = 366
+# A merchant is flagged as falling when its success rate dropped by this many
+# points against the previous period, with at least this many finished jobs
+# in both, so one unlucky job at a quiet merchant raises no alarm.
+FALLING_POINTS = 15
+FALLING_MIN_JOBS = 10
 
 
 class Median(Aggregate):
@@ -67,6 +72,9 @@ class MerchantRow:
     needed_input: int = 0
     median_to_success: timedelta | None = None
     median_to_first_prompt: timedelta | None = None
+    # The same merchant over the equally long period just before.
+    previous_billable: int = 0
+    previous_rated: int = 0
 
     @property
     def rated(self) -> int:
@@ -84,6 +92,30 @@ class MerchantRow:
         if not self.jobs:
             return None
         return self.needed_input / self.jobs
+
+    @property
+    def previous_success_rate(self) -> float | None:
+        if not self.previous_rated:
+            return None
+        return self.previous_billable / self.previous_rated
+
+    @property
+    def change_in_points(self) -> int | None:
+        """Percentage points gained (+) or lost (-) since the previous period."""
+        now, before = self.success_rate, self.previous_success_rate
+        if now is None or before is None:
+            return None
+        return round((now - before) * 100)
+
+    @property
+    def falling(self) -> bool:
+        """A drop worth a look: big enough, on enough jobs to mean something."""
+        change = self.change_in_points
+        return (
+            change is not None
+            and change <= -FALLING_POINTS
+            and min(self.rated, self.previous_rated) >= FALLING_MIN_JOBS
+        )
 
     @property
     def median_to_success_text(self) -> str:
@@ -128,6 +160,10 @@ class Report:
     rows: list[MerchantRow]
     days: list[DayRow]
     median_method: str
+
+    @property
+    def falling(self) -> list[MerchantRow]:
+        return [row for row in self.rows if row.falling]
 
     @property
     def totals(self) -> MerchantRow:
@@ -318,6 +354,7 @@ def placement_report(
             rows[merchant_site_id].median_to_success = values["to_success"]
             rows[merchant_site_id].median_to_first_prompt = values["to_first_prompt"]
 
+    _add_previous_period(rows, date_from, date_to, merchant_site)
     return Report(
         date_from=date_from,
         date_to=date_to,
@@ -326,6 +363,29 @@ def placement_report(
         days=_days(jobs, date_from, date_to),
         median_method=method,
     )
+
+
+def _add_previous_period(
+    rows: dict[int, MerchantRow],
+    date_from: date,
+    date_to: date,
+    merchant_site: MerchantSite | None,
+) -> None:
+    length = date_to - date_from + timedelta(days=1)
+    before = _jobs_in_range(
+        date_from - length, date_from - timedelta(days=1), merchant_site
+    )
+    previous = (
+        before.filter(merchant_site_id__in=list(rows))
+        .values("merchant_site_id")
+        .annotate(
+            billable=Count("pk", filter=Q(termination_type=TerminationType.BILLABLE)),
+            rated=Count("pk", filter=Q(termination_type__in=RATED_TYPES)),
+        )
+    )
+    for row in previous:
+        rows[row["merchant_site_id"]].previous_billable = row["billable"]
+        rows[row["merchant_site_id"]].previous_rated = row["rated"]
 
 
 def _days(jobs: QuerySet[Job], date_from: date, date_to: date) -> list[DayRow]:
@@ -395,7 +455,9 @@ def success_rate_bars(report: Report) -> dict[str, Any]:
                 "text_y": index * (BAR_HEIGHT + BAR_GAP) + BAR_HEIGHT * 0.7,
                 "width": round(plot_width * rate, 1),
                 "value_x": BAR_LABEL_WIDTH + round(plot_width * rate, 1) + 6,
-                "value": f"{rate:.0%} of {row.rated}",
+                "value": f"{rate:.0%} of {row.rated}"
+                + (f", down {-row.change_in_points} pts" if row.falling else ""),
+                "falling": row.falling,
             }
         )
     return {
@@ -405,6 +467,7 @@ def success_rate_bars(report: Report) -> dict[str, Any]:
         "label_x": BAR_LABEL_WIDTH - 8,
         "bar_height": BAR_HEIGHT,
         "colour": COLOURS[TerminationType.BILLABLE],
+        "falling_colour": COLOURS[TerminationType.SITE_INTERACTION_FAILURE],
         "bars": bars,
     }
 
@@ -479,6 +542,7 @@ CSV_HEADER = [
     *[kind.value for kind in RATED_TYPES],
     "other_termination_types",
     "success_rate",
+    "previous_success_rate",
     "needed_input_share",
     "median_seconds_to_success",
     "median_seconds_to_first_prompt",
@@ -518,6 +582,7 @@ def report_csv(report: Report) -> str:
                 *[row.by_type.get(kind, 0) for kind in RATED_TYPES],
                 row.other_types,
                 _ratio(row.success_rate),
+                _ratio(row.previous_success_rate),
                 _ratio(row.needed_input_share),
                 _seconds(row.median_to_success),
                 _seconds(row.median_to_first_prompt),

@@ -161,3 +161,30 @@ def test_merchant_site_list_links_to_its_report(operator_client, this_week):
     response = operator_client.get(reverse("admin:jobs_merchantsite_changelist"))
 
     assert f"{URL}?merchant_site={netflix.pk}" in response.content.decode()
+
+
+def test_falling_merchant_is_called_out_in_words(operator_client, this_week):
+    netflix, _ = this_week
+    ann = netflix.jobs.first().cardholder
+    for _ in range(12):
+        make_job(
+            ann,
+            netflix,
+            created=timezone.now() - timedelta(days=9),
+            status="SUCCESSFUL",
+            termination_type=TerminationType.BILLABLE,
+        )
+    for _ in range(8):
+        make_job(
+            ann,
+            netflix,
+            created=timezone.now() - timedelta(hours=2),
+            status="TIMEOUT_TFA",
+            termination_type=TerminationType.USER_DATA_FAILURE,
+        )
+
+    response = operator_client.get(URL)
+
+    text = response.content.decode()
+    assert "Falling: Netflix succeeded in 25% of 12 finished jobs" in text
+    assert "down 75 points from 100%" in text

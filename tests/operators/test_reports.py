@@ -189,8 +189,8 @@ def test_csv_defuses_spreadsheet_formulas_in_merchant_names(db):
 def test_query_count_does_not_grow_with_jobs(
     known_jobs, django_assert_num_queries, django_assert_max_num_queries
 ):
-    # Four on PostgreSQL (medians in the main aggregate), five elsewhere.
-    with django_assert_max_num_queries(5) as few:
+    # Five on PostgreSQL (medians in the main aggregate), six elsewhere.
+    with django_assert_max_num_queries(6) as few:
         _report()
     netflix, hulu = known_jobs
     extra = make_site("Disney")
@@ -214,3 +214,37 @@ def test_query_count_does_not_grow_with_jobs(
 )
 def test_durations_read_as_an_operator_would_say_them(seconds, text):
     assert reports.duration_text(timedelta(seconds=seconds)) == text
+
+
+def _finished(site, cardholder, created, successes: int, failures: int) -> None:
+    for n in range(successes + failures):
+        make_job(
+            cardholder,
+            site,
+            created=created,
+            status="SUCCESSFUL" if n < successes else "TIMEOUT_TFA",
+            termination_type=B if n < successes else UDF,
+        )
+
+
+def test_success_rate_is_compared_with_the_period_before(db):
+    site, ann = make_site("Netflix"), make_cardholder("ann")
+    _finished(site, ann, DAY, successes=5, failures=5)
+    _finished(site, ann, DAY - timedelta(days=7), successes=9, failures=1)
+
+    row = _row(_report(), "Netflix")
+
+    assert (row.previous_billable, row.previous_rated) == (9, 10)
+    assert row.change_in_points == -40
+    assert row.falling is True
+
+
+def test_a_drop_on_few_jobs_is_not_flagged_as_falling(db):
+    site, ann = make_site("Netflix"), make_cardholder("ann")
+    _finished(site, ann, DAY, successes=1, failures=2)
+    _finished(site, ann, DAY - timedelta(days=7), successes=3, failures=0)
+
+    row = _row(_report(), "Netflix")
+
+    assert row.change_in_points == -67
+    assert row.falling is False
