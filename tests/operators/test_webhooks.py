@@ -1,5 +1,6 @@
 import json
 import logging
+from datetime import UTC, datetime
 from http import HTTPStatus
 
 import pytest
@@ -306,3 +307,27 @@ def test_without_a_configured_url_the_request_url_is_what_was_signed(client, set
     )
 
     assert response.status_code == HTTPStatus.OK
+
+
+def test_notification_after_the_poller_already_mirrored_changes_nothing(client):
+    job = make_job(
+        make_cardholder("ann"),
+        make_site("Synthetic"),
+        status="SUCCESSFUL",
+        termination_type="BILLABLE",
+        status_message="Your card was placed successfully.",
+    )
+    Job.objects.filter(pk=job.pk).update(
+        cardsavr_id=228,
+        percent_complete=100,
+        completed_on=datetime(2023, 9, 28, 6, 53, 22, 505000, tzinfo=UTC),
+    )
+    job.refresh_from_db()
+    events = JobEvent.objects.count()
+
+    response = post(client)
+
+    after = Job.objects.get(pk=job.pk)
+    assert response.status_code == HTTPStatus.OK
+    assert after.version == job.version
+    assert JobEvent.objects.count() == events
