@@ -8,9 +8,11 @@ without TLS. They run with every `manage.py` command and in `check --deploy`.
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
+from channels.layers import InMemoryChannelLayer
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 # daphne 4.2.2 added frame and message size limits and stopped header
 # smuggling into the ASGI scope (which could forge the websocket Origin).
@@ -71,12 +73,21 @@ def _layer() -> dict:
     return settings.CHANNEL_LAYERS.get("default", {})
 
 
+def _layer_in_memory() -> bool:
+    """Whether the default layer lives in one process (any in-memory kind)."""
+    backend = _layer().get("BACKEND", "")
+    try:
+        return issubclass(import_string(backend), InMemoryChannelLayer)
+    except ImportError:
+        return backend == IN_MEMORY_LAYER
+
+
 @register(Tags.compatibility)
 def check_scaled_mode(app_configs, **kwargs) -> list:
     if not getattr(settings, "REDIS_URL", ""):
         return []
     problems = []
-    if _layer().get("BACKEND") == IN_MEMORY_LAYER:
+    if _layer_in_memory():
         problems.append(
             Error(
                 "REDIS_URL is set but the channel layer is in memory.",
@@ -157,7 +168,7 @@ def check_daphne_version(app_configs, **kwargs) -> list:
 
 @register(Tags.security, deploy=True)
 def check_production_layer(app_configs, **kwargs) -> list:
-    if settings.DEBUG or _layer().get("BACKEND") != IN_MEMORY_LAYER:
+    if settings.DEBUG or not _layer_in_memory():
         return []
     return [
         Warning(

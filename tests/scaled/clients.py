@@ -41,6 +41,7 @@ class PageSocket:
     port: int
     session_key: str
     name: str = ""
+    holder: int = 0  # the cardholder pk this page belongs to
     jobs: dict[int, dict] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     upstream: dict | None = None

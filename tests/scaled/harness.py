@@ -424,10 +424,67 @@ class Stack:
         self.wait_for_port(name, port, 30)
         return port
 
+    def ticks_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.ticks.jsonl"
+
     def start_poller(self, name: str, *extra_args: str, **env: str) -> Proc:
+        """`manage.py pollcardsavr` under the probe that records its ticks."""
         return self.start(
-            name, [PYTHON, "manage.py", "pollcardsavr", *extra_args], **env
+            name,
+            [
+                PYTHON,
+                "-m",
+                "tests.scaled.poller_probe",
+                str(self.ticks_path(name)),
+                *extra_args,
+            ],
+            **env,
         )
+
+    def sandbox_stats(self) -> dict:
+        return self.sandbox_call("GET", "/_sandbox/stats")
+
+    def sandbox_call(self, method: str, path: str, body: dict | None = None):
+        import httpx
+
+        response = httpx.request(
+            method,
+            self.sandbox_url.rstrip("/") + path,
+            json=body,
+            headers={"x-sandbox-key": SANDBOX_APP_KEY},
+            verify=str(self.workdir / "sandbox-ca.pem"),
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def seed(self, cardholders: int, prefix: str = "scaled") -> dict:
+        out = self.workdir / f"seed-{prefix}.json"
+        result = subprocess.run(
+            [
+                PYTHON,
+                "-m",
+                "tests.scaled.seed",
+                str(out),
+                "--cardholders",
+                str(cardholders),
+                "--prefix",
+                prefix,
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"seeding failed:\n{result.stdout}\n{result.stderr}")
+        return json.loads(out.read_text())
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with pg_connect(self.database, port=self.pg_port) as conn:
+            return conn.execute(sql, params).fetchall()
 
     def wait_for_port(self, name: str, port: int, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from channels.layers import InMemoryChannelLayer
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -85,6 +86,20 @@ def test_cardsavr_url_without_https_is_an_error():
     CHANNEL_LAYERS={"default": {"BACKEND": checks.IN_MEMORY_LAYER}},
 )
 def test_in_memory_channel_layer_with_redis_url_is_an_error():
+    assert errors_with_id("portal.E003")
+
+
+class ProcessLocalLayer(InMemoryChannelLayer):
+    """Any subclass of the in-memory layer lives in one process just the same."""
+
+
+@override_settings(
+    REDIS_URL="redis://127.0.0.1:6379/0",
+    CHANNEL_LAYERS={
+        "default": {"BACKEND": f"{__name__}.ProcessLocalLayer"},
+    },
+)
+def test_subclass_of_the_in_memory_layer_with_redis_url_is_an_error():
     assert errors_with_id("portal.E003")
 
 
