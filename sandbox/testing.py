@@ -44,7 +44,10 @@ def run_sandbox(
         engine = Engine(config)
         server, _app = build_server(config, host, port, ca_file, engine)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on
+        # sockets that say they are TCP, and with Nagle on every response
+        # waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         stack.callback(sock.close)
