@@ -65,8 +65,9 @@ STUCK_AFTER = timedelta(minutes=10)
 class ReadOnlyMirrorAdmin(admin.ModelAdmin):
     """Rows arrive from CardSavr only: no adding, every field read-only."""
 
-    # Lists stay fast with 100,000 jobs: no count of the unfiltered table, and
-    # no facet counts (one count per filter choice over every row).
+    # Lists stay fast with 100,000 jobs: a filtered list does not count the
+    # whole table as well, and there are no facet counts (one count per filter
+    # choice over every row).
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
 
@@ -219,8 +220,12 @@ class AttentionFilter(admin.SimpleListFilter):
         if self.value() == "waiting":
             return queryset.filter(running, has_open_request=True)
         if self.value() == "stuck":
+            # CardSavr's own last change: the poller touching the row is no news.
+            last_news = Coalesce("last_updated_on", "created_at")
             cutoff = timezone.now() - STUCK_AFTER
-            return queryset.filter(running, updated_at__lt=cutoff)
+            return queryset.alias(last_news=last_news).filter(
+                running, last_news__lt=cutoff
+            )
         if self.value() == "vanished":
             return queryset.filter(vanished_at__isnull=False)
         return queryset
@@ -566,9 +571,10 @@ def job_diagnosis(job: Job) -> str:
         parts.append(f"The cardholder was asked {times}: {asked}.")
     else:
         parts.append("The cardholder was never asked anything.")
-    if not job.is_terminated and job.updated_at < timezone.now() - STUCK_AFTER:
+    last_news = job.last_updated_on or job.created_at
+    if not job.is_terminated and last_news < timezone.now() - STUCK_AFTER:
         parts.append(
-            f"No news for {timesince(job.updated_at, depth=1)}: "
+            f"No news from CardSavr for {timesince(last_news, depth=1)}: "
             "use “Refresh selected jobs from CardSavr now”."
         )
     return " ".join(parts)

@@ -5,6 +5,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs.models import (
     Card,
@@ -186,6 +187,35 @@ def test_waiting_filter_finds_a_job_with_an_open_question(superuser_client):
     assert list(response.context["cl"].result_list) == [job]
 
 
+def test_stuck_filter_finds_a_running_job_without_news(superuser_client):
+    site, ann = make_site("Netflix"), make_cardholder("ann")
+    quiet = make_job(ann, site, created=timezone.now() - timedelta(minutes=30))
+    make_job(ann, site)
+    make_job(
+        ann,
+        site,
+        created=timezone.now() - timedelta(hours=1),
+        status="SUCCESSFUL",
+        termination_type=TerminationType.BILLABLE,
+    )
+
+    response = superuser_client.get(changelist(Job), {"attention": "stuck"})
+
+    assert list(response.context["cl"].result_list) == [quiet]
+
+
+def test_job_page_of_a_stuck_job_suggests_a_refresh(superuser_client):
+    job = make_job(
+        make_cardholder("ann"),
+        make_site("Netflix"),
+        created=timezone.now() - timedelta(minutes=30),
+    )
+
+    response = superuser_client.get(change(job))
+
+    assert "No news from CardSavr for 30" in response.content.decode()
+
+
 def test_job_list_answers_who_where_and_how_at_a_glance(
     superuser_client, failed_netflix_job
 ):
@@ -219,6 +249,15 @@ def test_job_page_explains_why_it_failed(superuser_client, failed_netflix_job):
     assert "The code was wrong twice." in text
     assert "Code from your phone (tfa)" in text
     assert "Accepted by CardSavr" in text
+
+
+def test_operator_sees_the_questions_and_timeline(operator_client, failed_netflix_job):
+    response = operator_client.get(change(failed_netflix_job))
+
+    text = response.content.decode()
+    assert "Code from your phone (tfa)" in text
+    assert "Timeline" in text
+    assert 'name="_save"' not in text
 
 
 def test_job_page_is_titled_with_who_and_where(superuser_client, failed_netflix_job):
