@@ -140,3 +140,37 @@ def test_resync_failure_is_reported_and_logged(operator_client, sandbox, setting
     assert LogEntry.objects.get().change_message.startswith(
         "Resync from CardSavr failed"
     )
+
+
+def test_no_credential_or_card_number_reaches_any_operator_page(
+    superuser_client, portal_on_sandbox, settings
+):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    canary = "Canary-Merchant-Pass-5521"
+
+    async def start() -> Job:
+        cardholder = await services.create_cardholder("cat", "a-long-portal-pass-41")
+        await services.add_card(cardholder, **CARD)
+        await services.sync_merchant_sites()
+        site = await MerchantSite.objects.aget(host=STANDARD_SITE)
+        [job] = await services.start_jobs(
+            cardholder, [(site, {"username": "good_email", "password": canary})]
+        )
+        return await services.refresh_job(job.pk)
+
+    job = async_to_sync(start)()
+    pages = [
+        reverse("admin:jobs_job_changelist"),
+        reverse("admin:jobs_job_change", args=[job.pk]),
+        reverse("admin:jobs_cardholder_change", args=[job.cardholder_id]),
+        reverse("admin:jobs_credentialrequest_changelist"),
+        reverse("admin:jobs_jobevent_changelist"),
+        reverse("admin:jobs_card_changelist"),
+        reverse("admin:jobs_report") + "?format=csv",
+    ]
+
+    for page in pages:
+        text = superuser_client.get(page).content.decode()
+
+        assert canary not in text, page
+        assert CARD["pan"] not in text, page
