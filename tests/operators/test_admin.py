@@ -3,7 +3,7 @@ from http import HTTPStatus
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -78,6 +78,24 @@ def failed_netflix_job() -> Job:
         nonce="1", body_sha256="a" * 64, cuid="cuid-ann", job_ids=[job.cardsavr_id]
     )
     return job
+
+
+def test_operators_group_may_view_everything_and_act_but_change_nothing():
+    group = Group.objects.get(name="operators")
+
+    codenames = set(group.permissions.values_list("codename", flat=True))
+
+    assert codenames == {
+        *(f"view_{model._meta.model_name}" for model in MODELS),
+        "act_on_job",
+    }
+
+
+def test_act_permission_is_named_for_what_it_allows():
+    permission = Permission.objects.get(codename="act_on_job")
+
+    assert permission.content_type.model_class() is Job
+    assert permission.name == "Can cancel and refresh jobs at CardSavr"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
