@@ -121,30 +121,31 @@ def record_notification(
         return None
     known: list[int] = []
     unknown: list[int] = []
-    try:
-        with transaction.atomic():
-            notification = WebhookNotification.objects.create(
-                nonce=nonce,
-                body_sha256=body_sha256,
-                event=str(payload.get("event") or "session_complete")[:64],
-                cuid=str(payload.get("cuid") or "")[:64],
-                job_ids=[entry["job_id"] for entry in jobs],
-            )
-            for entry in jobs:
-                job = services.apply_webhook_job(
-                    entry["job_id"],
-                    status=entry["status"],
-                    status_message=entry["status_message"],
-                    termination_type=entry["termination_type"],
-                    completed_on=entry["completed_on"],
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                notification = WebhookNotification.objects.create(
+                    nonce=nonce,
+                    body_sha256=body_sha256,
+                    event=str(payload.get("event") or "session_complete")[:64],
+                    cuid=str(payload.get("cuid") or "")[:64],
+                    job_ids=[entry["job_id"] for entry in jobs],
                 )
-                (known if job is not None else unknown).append(entry["job_id"])
-            if unknown:
-                notification.unknown_job_ids = unknown
-                notification.save(update_fields=["unknown_job_ids"])
-    except IntegrityError:
-        # A retry of the same delivery raced this one and was stored first.
-        return None
+        except IntegrityError:
+            # A retry of the same delivery raced this one and was stored first.
+            return None
+        for entry in jobs:
+            job = services.apply_webhook_job(
+                entry["job_id"],
+                status=entry["status"],
+                status_message=entry["status_message"],
+                termination_type=entry["termination_type"],
+                completed_on=entry["completed_on"],
+            )
+            (known if job is not None else unknown).append(entry["job_id"])
+        if unknown:
+            notification.unknown_job_ids = unknown
+            notification.save(update_fields=["unknown_job_ids"])
     for job_id in unknown:
         logger.warning("Webhook named CardSavr job %s, unknown to the portal", job_id)
     logger.info(
