@@ -54,6 +54,23 @@ class Receiver:
         return self.calls
 
 
+def _attempts(sandbox, job_id: int, count: int, timeout: float = 5.0) -> dict:
+    """The job's delivery record once the sandbox has seen ``count`` answers.
+
+    The receiver records a call before the sandbox reads the answer, so tests
+    wait here before moving the clock on to the next retry.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = sandbox.engine.stats()["webhooks"]
+        record = next((w for w in records if w["job_id"] == job_id), None)
+        if record and len(record["attempts"]) >= count:
+            return record
+        if time.monotonic() > deadline:
+            return record or {}
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     hook = Receiver()
@@ -113,21 +130,18 @@ async def test_failed_webhook_is_retried_at_10_then_20_seconds(
 ):
     receiver.failures = 2
     job = await _finished_job(client, clock, receiver)
-    receiver.wait_for(1)
+    _attempts(manual_sandbox, job["id"], 1)
     clock.advance(9)
     time.sleep(0.3)  # the ticker runs every 50 ms; nothing is due yet
     early = len(receiver.calls)
     clock.advance(1)
-    receiver.wait_for(2)
+    _attempts(manual_sandbox, job["id"], 2)
     clock.advance(20)
-    calls = receiver.wait_for(3)
+    record = _attempts(manual_sandbox, job["id"], 3)
 
     assert early == 1
-    assert len(calls) == 3
-    assert calls[0]["body"] == calls[2]["body"]
-    record = next(
-        w for w in manual_sandbox.engine.stats()["webhooks"] if w["job_id"] == job["id"]
-    )
+    assert len(receiver.calls) == 3
+    assert receiver.calls[0]["body"] == receiver.calls[2]["body"]
     assert [a["status"] for a in record["attempts"]] == [500, 500, 200]
     assert record["delivered"] is True
 
@@ -138,14 +152,13 @@ async def test_webhook_gives_up_after_the_last_retry(
     receiver.failures = 100
     job = await _finished_job(client, clock, receiver)
     for expected, wait in ((1, 10), (2, 20), (3, 40), (4, 80)):
-        receiver.wait_for(expected)
+        _attempts(manual_sandbox, job["id"], expected)
         clock.advance(wait)
     time.sleep(0.3)
+    record = _attempts(manual_sandbox, job["id"], 4)
 
-    record = next(
-        w for w in manual_sandbox.engine.stats()["webhooks"] if w["job_id"] == job["id"]
-    )
     assert len(receiver.calls) == 4
+    assert len(record["attempts"]) == 4
     assert record["delivered"] is False
 
 
