@@ -28,5 +28,15 @@ format: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+# Benchmarks against the sandbox on loopback (docs/benchmarks.md): the full run
+# takes a few minutes and writes benchmarks/results.json and results.md; the
+# smoke run (also part of `make test`, as tests/benchmarks/test_smoke.py)
+# checks in under a minute that every benchmark runs and reports.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --smoke
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

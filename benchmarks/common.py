@@ -27,6 +27,10 @@ PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
+# The integrator key the benchmark's sandbox and portal share (base64 of 32
+# bytes, made up for the benchmark).
+BENCH_APP_KEY = "YmVuY2htYXJrLW9ubHktYXBwLWtleS0zMi1ieXRlcyE="
+
 VERSIONED = (
     "Django",
     "channels",
@@ -80,6 +84,11 @@ def cpu_seconds(pid: int | None = None) -> float:
 def rss_kib(pid: int | None = None) -> int:
     with open(f"/proc/{pid or 'self'}/statm") as statm:
         return int(statm.read().split()[1]) * PAGE_SIZE // 1024
+
+
+def workdir() -> str:
+    """The run's temporary directory (set by benchmarks.run)."""
+    return os.environ["BENCH_WORKDIR"]
 
 
 def free_port() -> int:
@@ -192,6 +201,15 @@ def children(*items: Child):
     finally:
         for child in items:
             child.stop()
+
+
+_STARTED = time.monotonic()
+
+
+def log(message: str, *args) -> None:
+    """Progress on stderr, with seconds since the run started."""
+    text = message % args if args else message
+    print(f"[{time.monotonic() - _STARTED:7.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 def answer(payload: dict) -> None:

@@ -95,6 +95,16 @@ class Bench:
         )
         return {"started": True}
 
+    async def cmd_start_naive(self, interval: float) -> dict:
+        from benchmarks import naive, product
+
+        product.watch_list_reads(self.poll_arrivals)
+        product.watch_job_reads(self.poll_arrivals)
+        self.poller_task = asyncio.ensure_future(
+            naive.run_forever(interval, get_channel_layer())
+        )
+        return {"started": True}
+
     async def cmd_stop_poller(self) -> dict:
         if self.poller_task is not None:
             self.poller_task.cancel()

@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small sizes, checks")
     parser.add_argument("--only", default=",".join(BENCHMARKS))
     parser.add_argument("--out", help="directory for results.json and results.md")
+    parser.add_argument(
+        "--detail", action="store_true", help="also write every tick (detail.json)"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
 
@@ -104,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     failures: dict[str, str] = {}
     try:
         _prepare_environment(workdir)
+        from benchmarks import data
+
         for name in names:
             module = importlib.import_module(f"benchmarks.bench_{name}")
             begun = time.monotonic()
             print(f"-- {name} ...", file=sys.stderr, flush=True)
             try:
+                # Every benchmark mirrors its own sandbox's jobs (whose ids
+                # start over), so none sees another's rows.
+                data.wipe_jobs()
                 figures = module.run(smoke=args.smoke)
             except Exception:
                 failures[name] = traceback.format_exc()
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(report.public(results), indent=2, sort_keys=True) + "\n"
         )
         (out / "results.md").write_text(report.markdown(results, table))
+        if args.detail:
+            (out / "detail.json").write_text(json.dumps(results, indent=1, default=str))
     for name, failure in failures.items():
         print(f"FAILED {name}: {failure.splitlines()[-1]}", file=sys.stderr)
     return 1 if failures else 0

@@ -74,24 +74,33 @@ class Holder:
     async def cmd_open(
         self, url: str, origin: str, sessions: list[str], batch: int = 50
     ) -> dict:
+        """Open one socket per session, `batch` at a time; a handshake that
+        fails is tried again twice (a busy server drops some under load)."""
         started = time.perf_counter()
-        failed = 0
         errors: set[str] = set()
-        for start in range(0, len(sessions), batch):
-            results = await asyncio.gather(
-                *(
-                    self._open_one(url, origin, s)
-                    for s in sessions[start : start + batch]
-                ),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    failed += 1
-                    errors.add(f"{type(result).__name__}: {result}"[:200])
+        pending = list(sessions)
+        retried = 0
+        for attempt in range(3):
+            failed: list[str] = []
+            for start in range(0, len(pending), batch):
+                chunk = pending[start : start + batch]
+                results = await asyncio.gather(
+                    *(self._open_one(url, origin, s) for s in chunk),
+                    return_exceptions=True,
+                )
+                for session, result in zip(chunk, results, strict=True):
+                    if isinstance(result, BaseException):
+                        failed.append(session)
+                        errors.add(f"{type(result).__name__}: {result}"[:200])
+            if not failed:
+                break
+            retried += len(failed)
+            pending = failed
+            await asyncio.sleep(1 + attempt)
         return {
             "open": len(self.sockets) - self.closed,
-            "failed": failed,
+            "failed": len(failed),
+            "retried": retried,
             "errors": sorted(errors)[:5],
             "seconds": time.perf_counter() - started,
         }

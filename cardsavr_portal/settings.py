@@ -167,7 +167,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Channels' in-memory layer with costs per push instead of per
+            # open socket (see jobs/layers.py and docs/benchmarks.md).
+            "BACKEND": "jobs.layers.LocalChannelLayer",
             "CONFIG": _LAYER_CONFIG,
         }
     }
