@@ -128,6 +128,16 @@ def test_reversed_dates_are_refused_with_a_clear_error(operator_client, this_wee
     assert "The start date is after the end date." in response.content.decode()
 
 
+def test_a_range_over_a_year_is_refused(operator_client):
+    response = operator_client.get(
+        URL, {"date_from": "2024-01-01", "date_to": "2026-01-01"}
+    )
+
+    assert "Choose a range of at most 366 days." in response.content.decode()
+    report = response.context["report"]
+    assert (report.date_to - report.date_from).days == 6
+
+
 def test_csv_with_bad_dates_is_a_bad_request(operator_client):
     response = operator_client.get(URL, {"format": "csv", "date_from": "yesterday"})
 
