@@ -82,6 +82,12 @@ class Request:
     def paging(self, default_sort: str = "id") -> dict:
         return parse_paging(self.headers.get("x-cardsavr-paging"), default_sort)
 
+    def envelope_id(self) -> str | None:
+        # The C# SDK spells the header with an underscore.
+        return self.headers.get("x-cardsavr-envelope-id") or self.headers.get(
+            "x-cardsavr-envelope_id"
+        )
+
     def int_arg(self, name: str) -> int:
         return int(self.match[name])
 
@@ -516,6 +522,11 @@ def update_cardholder(app: SandboxApp, request: Request) -> Reply:
     return Reply(200, app.engine.update_cardholder(request.int_arg("id"), body))
 
 
+def list_cardholders(app: SandboxApp, request: Request) -> Reply:
+    rows, meta = app.engine.list_cardholders(request.params, request.paging())
+    return Reply(200, rows, [("x-cardsavr-paging", json.dumps(meta))])
+
+
 def get_cardholder(app: SandboxApp, request: Request) -> Reply:
     return Reply(200, app.engine.get_cardholder(request.int_arg("id")))
 
@@ -540,7 +551,7 @@ def update_account(app: SandboxApp, request: Request) -> Reply:
     body = _object(request, "account")
     account = app.engine.answer_for_account(
         request.int_arg("id"),
-        request.headers.get("x-cardsavr-envelope-id"),
+        request.envelope_id(),
         body.get("account_link"),
     )
     return Reply(200, account)
@@ -574,6 +585,13 @@ def list_jobs(app: SandboxApp, request: Request) -> Reply:
     return Reply(200, rows, [("x-cardsavr-paging", json.dumps(meta))])
 
 
+def cancel_jobs(app: SandboxApp, request: Request) -> Reply:
+    jobs = app.engine.cancel_jobs(
+        request.params, request.body, request.hydrate(), request.base_url
+    )
+    return Reply(200, jobs)
+
+
 def get_job(app: SandboxApp, request: Request) -> Reply:
     return Reply(
         200,
@@ -585,7 +603,7 @@ def update_job(app: SandboxApp, request: Request) -> Reply:
     job = app.engine.update_job(
         request.int_arg("id"),
         _object(request, "job"),
-        request.headers.get("x-cardsavr-envelope-id"),
+        request.envelope_id(),
         request.hydrate(),
         request.base_url,
     )
@@ -609,9 +627,7 @@ def cardholder_messages(app: SandboxApp, request: Request) -> Reply:
 def credential_response(app: SandboxApp, request: Request) -> Reply:
     """The older messages-channel reply; the job PUT is the preferred form."""
     body = _object(request, "credential_response")
-    envelope_id = body.get("envelope_id") or request.headers.get(
-        "x-cardsavr-envelope-id"
-    )
+    envelope_id = body.get("envelope_id") or request.envelope_id()
     link = body.get("account_link")
     if link is None and isinstance(body.get("message"), str):
         link = {"tfa": body["message"]}
@@ -646,6 +662,7 @@ ROUTES = [
     _r("PUT", "/session/refresh", refresh_session),
     _r("POST", "/cardholders", create_cardholder),
     _r("PUT", "/cardholders", upsert_cardholder),
+    _r("GET", "/cardholders", list_cardholders),
     _r("GET", f"/cardholders/{_ID}", get_cardholder),
     _r("PUT", f"/cardholders/{_ID}", update_cardholder),
     _r("POST", "/cardsavr_cards", create_card),
@@ -657,6 +674,7 @@ ROUTES = [
     _r("GET", f"/merchant_sites/{_ID}", get_site),
     _r("POST", JOBS, create_jobs),
     _r("GET", JOBS, list_jobs),
+    _r("PUT", JOBS, cancel_jobs),
     _r("GET", f"{JOBS}/{_ID}", get_job),
     _r("PUT", f"{JOBS}/{_ID}", update_job),
     _r("GET", f"/messages{JOBS}/{_ID}", job_messages),

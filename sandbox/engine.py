@@ -429,6 +429,33 @@ class Engine:
             self.cardholders[cardholder_id] = record
             return dict(record)
 
+    def list_cardholders(
+        self, params: list[tuple[str, str]], paging: dict
+    ) -> tuple[list[dict], dict]:
+        wanted_ids: set[int] = set()
+        wanted_cuids: set[str] = set()
+        for key, value in params:
+            if key == "ids":
+                try:
+                    wanted_ids |= {int(v) for v in value.split(",") if v}
+                except ValueError as exc:
+                    raise invalid("ids", "ids must be comma-separated ids.") from exc
+            elif key in ("cuid", "cuids"):
+                wanted_cuids |= {v for v in value.split(",") if v}
+            else:
+                raise invalid(key, f"Property: {key} is not a cardholder filter.")
+        with self.lock:
+            found = {i for i in wanted_ids if i in self.cardholders}
+            found |= {
+                self.cardholder_by_cuid[c]
+                for c in wanted_cuids
+                if c in self.cardholder_by_cuid
+            }
+            if not params:
+                found = set(self.cardholders)
+            rows = _sort([dict(self.cardholders[i]) for i in found], paging)
+            return _page(rows, paging)
+
     def get_cardholder(self, cardholder_id: int) -> dict:
         with self.lock:
             if cardholder_id not in self.cardholders:
@@ -899,6 +926,33 @@ class Engine:
             return [self.job_json(j, hydrate, base_url) for j in page], meta
 
     # -- jobs: updates ----------------------------------------------------
+
+    def cancel_jobs(
+        self,
+        params: list[tuple[str, str]],
+        body: dict,
+        hydrate: set[str],
+        base_url: str,
+    ) -> list[dict]:
+        """Plural PUT: cancel every unfinished job the filter selects."""
+        if not params:
+            raise invalid("ids", "A plural update needs a filter such as ids.")
+        if not isinstance(body, dict) or body.get("status") != "CANCEL_REQUESTED":
+            raise invalid("status", "A plural update can only set CANCEL_REQUESTED.")
+        with self.lock:
+            rows, _ = self.list_jobs(
+                params,
+                {"page": 1, "page_length": 10**9, "sort": "id", "is_descending": False},
+                set(),
+                base_url,
+            )
+            out = []
+            for row in rows:
+                job = self.jobs[row["id"]]
+                if job.termination_type is None:
+                    self._cancel(job)
+                out.append(self.job_json(job, hydrate, base_url))
+            return out
 
     def update_job(
         self,

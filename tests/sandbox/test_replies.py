@@ -165,3 +165,16 @@ async def test_legacy_credential_response_endpoint_answers_the_request(client, c
 
     assert reply.body["message"] == "submitted"
     assert done["status"] == "SUCCESSFUL"
+
+
+async def test_envelope_header_spelled_with_underscore_is_accepted(client, clock):
+    job, request = await _tfa_request(client, clock)
+    reply = await client.call(
+        "PUT",
+        f"/place_card_on_single_site_jobs/{job['id']}",
+        {"account": {"account_link": {"tfa": "1234"}}},
+        {"x-cardsavr-envelope_id": request["envelope_id"]},
+    )
+
+    assert reply.status == 200
+    assert reply.body["status"] == "TFA_RECEIVED"

@@ -338,3 +338,37 @@ async def test_list_of_a_thousand_ids_returns_each_known_job(live_client):
 
     assert reply.status == 200
     assert job["id"] in [j["id"] for j in reply.body]
+
+
+async def test_cardholders_can_be_found_by_cuid(live_client):
+    holder = await live_client.new_cardholder(cuid="find-me-by-cuid")
+
+    reply = await live_client.call("GET", "/cardholders?cuid=find-me-by-cuid")
+
+    assert [h["id"] for h in reply.body] == [holder["id"]]
+
+
+async def test_plural_put_cancels_every_unfinished_job_of_a_cardholder(live_client):
+    holder = await live_client.new_cardholder()
+    first = await live_client.start_job(None, site_id=13, cardholder=holder)
+    second = await live_client.start_job(None, site_id=14, cardholder=holder)
+    other = await live_client.start_job(None, site_id=13)
+
+    reply = await live_client.call(
+        "PUT",
+        f"/place_card_on_single_site_jobs?cardholder_ids={holder['id']}",
+        {"status": "CANCEL_REQUESTED"},
+    )
+    untouched = await live_client.job(other["id"])
+
+    assert sorted(j["id"] for j in reply.body) == sorted([first["id"], second["id"]])
+    assert {j["status"] for j in reply.body} == {"CANCEL_REQUESTED"}
+    assert untouched["status"] == "PENDING_NEWCREDS"
+
+
+async def test_plural_put_without_a_filter_is_refused(live_client):
+    reply = await live_client.call(
+        "PUT", "/place_card_on_single_site_jobs", {"status": "CANCEL_REQUESTED"}
+    )
+
+    assert reply.status == 400
