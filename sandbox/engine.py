@@ -478,28 +478,8 @@ class Engine:
         with self.lock:
             if cardholder_id is None:
                 cardholder_id = self._require_cardholder(data)
-            pan = data.get("pan")
-            if not isinstance(pan, str) or not re.fullmatch(r"\d{12,19}", pan):
-                raise invalid("pan", "pan must be 12 to 19 digits.")
-            if not _luhn_ok(pan):
-                raise invalid("pan", "pan fails the Luhn check.")
-            cvv = data.get("cvv")
-            if cvv is not None and (
-                not isinstance(cvv, str) or not re.fullmatch(r"\d{3,4}", cvv)
-            ):
-                raise invalid("cvv", "cvv must be 3 or 4 digits.")
-            month = data.get("expiration_month")
-            if not isinstance(month, str) or not re.fullmatch(r"0[1-9]|1[0-2]", month):
-                raise invalid("expiration_month", "expiration_month must be 01 to 12.")
-            year = data.get("expiration_year")
-            if not isinstance(year, str) or not re.fullmatch(r"\d{2}", year):
-                raise invalid("expiration_year", "expiration_year must be two digits.")
-            name = data.get("name_on_card")
-            if not isinstance(name, str) or not name.strip():
-                raise invalid("name_on_card", "name_on_card is required.")
-            address = data.get("address")
-            if address is not None and not isinstance(address, dict):
-                raise invalid("address", "address must be an object.")
+            _check_card(data)
+            pan, address = data["pan"], data.get("address")
             now = iso(self.now())
             card_id = self._next_id("card")
             brand = _brand(pan)
@@ -510,9 +490,9 @@ class Engine:
                 "last_4": pan[-4:],
                 "type": brand,
                 "brand": brand,
-                "expiration_month": month,
-                "expiration_year": year,
-                "name_on_card": name,
+                "expiration_month": data["expiration_month"],
+                "expiration_year": data["expiration_year"],
+                "name_on_card": data["name_on_card"],
                 "nickname": data.get("nickname") or f"{brand} ending {pan[-4:]}",
                 "customer_key": data.get("customer_key")
                 or f"C{crypto.b64e(self.rng.randbytes(18))}",
@@ -696,6 +676,7 @@ class Engine:
         if body.get("card") is not None:
             if not isinstance(body["card"], dict):
                 raise invalid("card", "card must be an object.")
+            _check_card(body["card"])
             plan["card"] = body["card"]
         else:
             card_id = body.get("card_id")
@@ -1583,6 +1564,32 @@ class Engine:
     def count_request(self, route: str) -> None:
         with self.lock:
             self.requests_per_route[route] += 1
+
+
+def _check_card(data: dict) -> None:
+    """Refuse a card body CardSavr would refuse, naming the property."""
+    pan = data.get("pan")
+    if not isinstance(pan, str) or not re.fullmatch(r"\d{12,19}", pan):
+        raise invalid("pan", "pan must be 12 to 19 digits.")
+    if not _luhn_ok(pan):
+        raise invalid("pan", "pan fails the Luhn check.")
+    cvv = data.get("cvv")
+    if cvv is not None and (
+        not isinstance(cvv, str) or not re.fullmatch(r"\d{3,4}", cvv)
+    ):
+        raise invalid("cvv", "cvv must be 3 or 4 digits.")
+    month = data.get("expiration_month")
+    if not isinstance(month, str) or not re.fullmatch(r"0[1-9]|1[0-2]", month):
+        raise invalid("expiration_month", "expiration_month must be 01 to 12.")
+    year = data.get("expiration_year")
+    if not isinstance(year, str) or not re.fullmatch(r"\d{2}", year):
+        raise invalid("expiration_year", "expiration_year must be two digits.")
+    name = data.get("name_on_card")
+    if not isinstance(name, str) or not name.strip():
+        raise invalid("name_on_card", "name_on_card is required.")
+    address = data.get("address")
+    if address is not None and not isinstance(address, dict):
+        raise invalid("address", "address must be an object.")
 
 
 def _luhn_ok(pan: str) -> bool:

@@ -372,3 +372,25 @@ async def test_plural_put_without_a_filter_is_refused(live_client):
     )
 
     assert reply.status == 400
+
+
+async def test_nested_job_with_a_bad_card_creates_no_cardholder(live_client, sandbox):
+    before = len(sandbox.engine.cardholders)
+    reply = await live_client.call(
+        "POST",
+        "/place_card_on_single_site_jobs",
+        {
+            "cardholder": {"cuid": "never-created-1"},
+            "card": {
+                "pan": "1234",
+                "expiration_month": "01",
+                "expiration_year": "31",
+                "name_on_card": "No One",
+            },
+            "account": {"merchant_site_id": 1},
+        },
+    )
+
+    assert reply.status == 400
+    assert reply.body["_errors"][0]["property"] == "pan"
+    assert len(sandbox.engine.cardholders) == before
