@@ -128,11 +128,16 @@ def _apply_batch(
         and request.answered_at is not None
         and request.answered_at < cutoff
     ]
-    candidates = [
-        (job, remote, read_at)
-        for job, remote, read_at in reads
-        if services.remote_job_differs(job, remote, read_at)
-    ]
+    # Rows are locked in id order, as every poller does, so two pollers
+    # whose work overlaps wait for each other instead of deadlocking.
+    candidates = sorted(
+        (
+            (job, remote, read_at)
+            for job, remote, read_at in reads
+            if services.remote_job_differs(job, remote, read_at)
+        ),
+        key=lambda read: read[0].pk,
+    )
     changed = 0
     if candidates or vanished or stale:
         with transaction.atomic():
@@ -152,7 +157,7 @@ def _apply_batch(
                 except DatabaseError:
                     # Its savepoint rolled back; the others still commit.
                     logger.exception("Mirroring job %s failed", job.pk)
-            for job in vanished:
+            for job in sorted(vanished, key=lambda job: job.pk):
                 services.mark_job_vanished(job, source="poll")
                 changed += 1
     to_ack = [
@@ -184,10 +189,13 @@ class Poller:
         self.client_factory = client_factory
         self.failures = 0
         self.ticks = 0
+        self.last_tick_seconds = 0.0
 
     @property
     def lease_seconds(self) -> float:
-        return LEASE_INTERVALS * self.interval
+        # A lease must outlast a slow tick, or another poller would read the
+        # same jobs while this one still writes them.
+        return LEASE_INTERVALS * max(self.interval, self.last_tick_seconds)
 
     async def tick(self) -> TickStats:
         """Read and mirror every active job once; faults end up in `fault`."""
@@ -236,16 +244,22 @@ class Poller:
         # What was read is mirrored even when other chunks failed.
         stats.changed, to_ack = await sync_to_async(_apply_batch)(reads, vanished)
         stats.vanished = len(vanished)
-        for request_pk in to_ack:
-            stats.calls += 1
-            if await services.acknowledge_push_approval(request_pk):
-                stats.acknowledged += 1
+        stats.calls += len(to_ack)
+        acked = await asyncio.gather(
+            *(self._acknowledge(request_pk, limiter) for request_pk in to_ack)
+        )
+        stats.acknowledged = sum(acked)
         if faults:
             stats.fault = next(
                 (f for f in faults if not isinstance(f, CardSavrError)), faults[0]
             )
         stats.ms = (time.monotonic() - started) * 1000
         return stats
+
+    @staticmethod
+    async def _acknowledge(request_pk: int, limiter: asyncio.Semaphore) -> bool:
+        async with limiter:
+            return await services.acknowledge_push_approval(request_pk)
 
     def next_delay(self, fault: BaseException | None) -> float:
         if fault is None:
@@ -260,6 +274,7 @@ class Poller:
     async def run_tick(self) -> float:
         """One tick with its bookkeeping; return the seconds to wait next."""
         self.ticks += 1
+        started = time.monotonic()
         try:
             stats = await self.tick()
         except (CardSavrError, DatabaseError) as exc:
@@ -267,6 +282,7 @@ class Poller:
         except Exception as exc:
             logger.exception("Poll tick failed")
             stats = TickStats(fault=exc)
+        self.last_tick_seconds = time.monotonic() - started
         if stats.fault is None:
             if self.failures:
                 logger.info("CardSavr answers again after %s failures", self.failures)
