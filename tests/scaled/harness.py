@@ -40,6 +40,25 @@ REDIS_DB = 11
 # The sandbox's development credentials (settings' _DEV_DEFAULTS).
 SANDBOX_APP_KEY = "VeY9uD0w3zRdrlmIPxnU/l+Vr8w2bbV26E6DxajFu+A="
 
+# Sites whose sign-in is a username and a password and that behave normally.
+USABLE_SITES = {
+    "Amazon",
+    "Apple",
+    "Netflix",
+    "Spotify",
+    "Hulu",
+    "Walmart",
+    "Target",
+    "Uber",
+    "Lyft",
+    "DoorDash",
+    "Grubhub",
+    "eBay",
+    "Etsy",
+    "Best Buy",
+    "Costco",
+}
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

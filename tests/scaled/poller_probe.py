@@ -5,10 +5,11 @@ The scaled suite and the drills run their pollers through this module:
     python -m tests.scaled.poller_probe TICKS.jsonl [pollcardsavr options]
 
 It runs the real command unchanged, with one observer around the poller: every
-tick appends one JSON line to TICKS.jsonl when it starts ({"event": "start"})
-and one when it ends ({"event": "end", "ids": [...] claimed job pks}). A test
-reads the file to prove that no job was read by two pollers in overlapping
-ticks, and a drill uses the "start" line to kill a poller in the middle of a
+tick appends one JSON line to TICKS.jsonl when it starts ({"event": "start"}),
+one when it has claimed its jobs ({"event": "claimed", "ids": [job pks]}) and
+one when it ends ({"event": "end", "ids": [...]}). A test reads the file to
+prove that no job was read by two pollers in overlapping ticks, and a drill
+uses a "claimed" line without its "end" to kill a poller in the middle of a
 tick. Nothing else about the poller changes.
 """
 
@@ -47,6 +48,7 @@ def main() -> None:
     def claim_active_jobs(owner, limit, lease_seconds=None):
         jobs = original_claim(owner, limit, lease_seconds)
         claimed.extend(job.pk for job in jobs)
+        write({"event": "claimed", "pid": pid, "at": time.time(), "ids": list(claimed)})
         return jobs
 
     async def tick(self):

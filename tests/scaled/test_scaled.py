@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from .clients import PageSocket, api_session
-from .harness import Stack, running_stack
+from .harness import USABLE_SITES, Stack, running_stack
 from .poller_probe import overlapping_reads, read_ticks
 
 pytestmark = pytest.mark.scaled
@@ -47,24 +47,6 @@ ANSWERS = {
     "credential_request": {**GOOD, "password": "no_tfa"},
     "tfa": {"tfa": "1234"},
     "security": {"security_1": "Max", "security_2": "Smith"},
-}
-# Sites whose sign-in is a username and a password and that behave normally.
-USABLE_SITES = {
-    "Amazon",
-    "Apple",
-    "Netflix",
-    "Spotify",
-    "Hulu",
-    "Walmart",
-    "Target",
-    "Uber",
-    "Lyft",
-    "DoorDash",
-    "Grubhub",
-    "eBay",
-    "Etsy",
-    "Best Buy",
-    "Costco",
 }
 
 
