@@ -149,3 +149,70 @@ def test_prompt_near_its_deadline_warns_visibly_and_to_screen_readers(logged_in)
         "document.getElementById('announce-assertive').textContent"
         ".includes('Less than a minute left to answer Target')"
     )
+
+
+def test_an_update_to_the_open_question_keeps_what_is_being_typed(logged_in, live):
+    from asgiref.sync import sync_to_async
+    from django.db.models import F
+
+    from jobs import services
+    from jobs.models import Job
+
+    page = logged_in("/start/")
+    start_job(page, "Apple", username="good_email", password="tfa")
+    code = page.get_by_label("Verification code")
+    code.wait_for(timeout=JOB_TIMEOUT)
+    code.fill("12")
+    job_id = int(job_card(page, "Apple").get_attribute("data-job-id"))
+
+    def touch() -> None:
+        Job.objects.filter(pk=job_id).update(
+            version=F("version") + 1, status_message="Still waiting for your code."
+        )
+        services.push_job(Job.objects.get(pk=job_id))
+
+    live.run(sync_to_async(touch)())
+    card = job_card(page, "Apple")
+    card.get_by_text("Still waiting for your code.").wait_for()
+    assert code.input_value() == "12"
+    assert code.evaluate("element => element === document.activeElement")
+
+
+def test_lost_connection_reconnects_and_catches_up(logged_in):
+    sockets = []
+    held = []
+    refuse = {"on": False}
+
+    def route(ws):
+        if refuse["on"]:
+            # Closed from the test below: a handler cannot wait on the browser.
+            held.append(ws)
+            return
+        server = ws.connect_to_server()
+        sent = []
+        ws.on_message(lambda message: (sent.append(message), server.send(message)))
+        sockets.append((ws, sent))
+
+    page = logged_in("/start/")
+    page.route_web_socket(re.compile(r"/ws/jobs/$"), route)
+    start_job(page, "Uber", username="good_email", password="no_tfa")
+    page.locator('.connection[data-state="live"]').wait_for()
+
+    # The page loses its socket, and every new one fails while the job ends.
+    refuse["on"] = True
+    sockets[-1][0].close()
+    page.locator('.connection[data-state="offline"]').wait_for()
+    assert "Live updates lost" in page.locator(".connection").inner_text()
+    for _ in range(60):
+        page.wait_for_timeout(50)
+        while held:
+            held.pop().close()
+    assert job_card(page, "Uber").locator(".badge--success").count() == 0
+
+    refuse["on"] = False
+    while held:
+        held.pop().close()
+    expect_success(page, "Uber")
+    assert page.locator(".connection").get_attribute("data-state") == "live"
+    assert '{"type":"resync"}' in sockets[-1][1]
+    assert_not_reloaded(page)
