@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from cardsavr import crypto
 
-from . import scenarios as sc
 from . import sites as site_data
 from .browser import (
     ANSWER_WINDOW,
@@ -61,7 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-TERMINAL_STATUSES = frozenset({*sc.FAILURES, *sc.FLOW_ENDS})
 CARDHOLDER_TYPES = (
     "ephemeral",
     "persistent_nocreds",
