@@ -175,6 +175,39 @@ def test_job_filters(superuser_client, failed_netflix_job, params, found):
     assert (failed_netflix_job in response.context["cl"].result_list) is found
 
 
+def test_date_hierarchy_drills_down_to_the_day(superuser_client, failed_netflix_job):
+    created = failed_netflix_job.created_at
+
+    response = superuser_client.get(
+        changelist(Job),
+        {
+            "created_at__year": created.year,
+            "created_at__month": created.month,
+            "created_at__day": created.day,
+        },
+    )
+
+    assert list(response.context["cl"].result_list) == [failed_netflix_job]
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        (CredentialRequest, {"type__exact": "tfa"}),
+        (CredentialRequest, {"reply_state__exact": "sent"}),
+        (CredentialRequest, {"close_reason__exact": "answered"}),
+        (JobEvent, {"kind__exact": "terminated"}),
+        (WebhookNotification, {"event__exact": "session_complete"}),
+    ],
+    ids=str,
+)
+def test_other_lists_filter(superuser_client, failed_netflix_job, model, params):
+    response = superuser_client.get(changelist(model), params)
+
+    assert response.status_code == HTTPStatus.OK
+    assert len(response.context["cl"].result_list) == 1
+
+
 def test_merchant_site_filter(superuser_client, failed_netflix_job):
     hulu_job = make_job(make_cardholder("zed"), make_site("Hulu"))
 
