@@ -201,8 +201,9 @@ def test_lost_connection_reconnects_and_catches_up(logged_in):
     # The page loses its socket, and every new one fails while the job ends.
     refuse["on"] = True
     sockets[-1][0].close()
-    page.locator('.connection[data-state="offline"]').wait_for()
-    assert "Live updates lost" in page.locator(".connection").inner_text()
+    page.locator(
+        '.connection[data-state="offline"]', has_text="Live updates lost"
+    ).wait_for()
     for _ in range(60):
         page.wait_for_timeout(50)
         while held:
