@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sandbox import scenarios
@@ -367,3 +369,17 @@ async def test_well_known_merchant_follows_the_synthetic_rules(client, clock):
 
     assert request["type"] == "tfa"
     assert "Netflix" in request["message"]["status_message"]
+
+
+async def test_ticker_moves_jobs_on_when_nobody_reads_them(
+    client, clock, manual_sandbox
+):
+    job = await client.start_job(GOOD)
+    clock.advance(60)
+    stored = manual_sandbox.engine.jobs[job["id"]]
+    for _ in range(100):
+        if stored.termination_type:
+            break
+        await asyncio.sleep(0.05)
+
+    assert stored.status == "SUCCESSFUL"
