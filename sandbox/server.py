@@ -95,6 +95,10 @@ async def serve(
         f"{config.speed:g}",
         ca_file,
     )
+    logger.info(
+        "Use merchant username good_email; the password picks the outcome "
+        "(no_tfa, tfa, tfa_message, security, fail_...): see sandbox/README.md"
+    )
     try:
         await server.serve()
     finally:
