@@ -31,7 +31,12 @@ from cardsavr.errors import CardSavrError, NotFoundError, RateLimitedError
 from jobs import services
 from jobs.cardsavr_client import get_client
 from jobs.models import CredentialRequest, Job, ReplyState
-from jobs.selectors import PUSH_APPROVAL_TYPE, active_jobs, jobs_with_state
+from jobs.selectors import (
+    PUSH_APPROVAL_TYPE,
+    active_jobs,
+    jobs_with_state,
+    upstream_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +210,19 @@ class Poller:
             self.owner, self.batch_limit, self.lease_seconds
         )
         stats.jobs = len(jobs)
+        client = self.client_factory()
         if not jobs:
+            # Nothing to read, but a banner saying CardSavr is down must not
+            # outlive the outage: one cheap call tells whether it is back.
+            state = await sync_to_async(upstream_state)()
+            if not state["reachable"]:
+                stats.calls += 1
+                try:
+                    await client.list_merchant_sites(page_length=1)
+                except CardSavrError as exc:
+                    stats.fault = exc
             stats.ms = (time.monotonic() - started) * 1000
             return stats
-        client = self.client_factory()
         reads: list[tuple[Job, remote_types.Job, datetime]] = []
         vanished: list[Job] = []
         limiter = asyncio.Semaphore(CONCURRENT_LISTS)
@@ -287,7 +301,7 @@ class Poller:
             if self.failures:
                 logger.info("CardSavr answers again after %s failures", self.failures)
             self.failures = 0
-            if stats.jobs:
+            if stats.calls:
                 await sync_to_async(services.set_upstream_state)(True, "", None)
             logger.debug(
                 "Poll tick: %s jobs read, %s changed, %s calls, %.0f ms",

@@ -187,3 +187,14 @@ def test_pollcardsavr_logs_start_and_stop(portal_on_sandbox, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "jobs.poller"]
     assert any("started" in m for m in messages)
     assert any("stopped" in m for m in messages)
+
+
+async def test_unreachable_banner_clears_when_there_is_no_job_to_read(portal):
+    await sync_to_async(services.set_upstream_state)(
+        False, "CardSavr is not answering; retrying in 4 s", 4
+    )
+
+    await Poller(interval=0.05).run_tick()
+
+    state = await sync_to_async(selectors.upstream_state)()
+    assert state["reachable"] is True
