@@ -464,6 +464,8 @@ class Stack:
         return self.sandbox_call("GET", "/_sandbox/stats")
 
     def sandbox_call(self, method: str, path: str, body: dict | None = None):
+        import ssl
+
         import httpx
 
         response = httpx.request(
@@ -471,7 +473,9 @@ class Stack:
             self.sandbox_url.rstrip("/") + path,
             json=body,
             headers={"x-sandbox-key": SANDBOX_APP_KEY},
-            verify=str(self.workdir / "sandbox-ca.pem"),
+            verify=ssl.create_default_context(
+                cafile=str(self.workdir / "sandbox-ca.pem")
+            ),
             timeout=30,
         )
         response.raise_for_status()
