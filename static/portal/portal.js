@@ -88,7 +88,7 @@ function initSiteFilter() {
     if (count) {
       setText(
         count,
-        `${shown} site${shown === 1 ? "" : "s"}${q ? ` match “${input.value.trim()}”` : ""}.`,
+        `${shown} site${shown === 1 ? "" : "s"}${q ? ` match${shown === 1 ? "es" : ""} “${input.value.trim()}”` : ""}.`,
       );
     }
   }
@@ -507,7 +507,9 @@ class JobsPage {
   updatePrompt(prompt, job, request) {
     const message = slot(prompt, "prompt-message");
     setText(message, request.status_message || "");
-    message.hidden = !request.status_message;
+    // The job's own status line often says the same; say it once.
+    message.hidden =
+      !request.status_message || request.status_message === job.status_message;
     prompt.dataset.secondsLeft =
       job.seconds_left === null || job.seconds_left === undefined ? "" : String(job.seconds_left);
     let answerable = request.answerable !== false;

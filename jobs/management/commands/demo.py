@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import urllib.parse
 from argparse import ArgumentParser
@@ -21,13 +22,15 @@ from django.contrib.auth import get_user_model
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max
 from twisted.internet import defer, reactor
 
 from jobs import services
 from jobs.cardsavr_client import close_clients, get_client
-from jobs.models import Card, Cardholder
+from jobs.models import Card, Cardholder, Job
 from jobs.poller import Poller
 from sandbox.config import SandboxConfig
+from sandbox.engine import Engine
 from sandbox.server import serve
 
 logger = logging.getLogger(__name__)
@@ -116,6 +119,29 @@ async def seed_demo_cardholder(webhook_url: str) -> Cardholder:
     return holder
 
 
+def sandbox_engine(config: SandboxConfig) -> Engine:
+    """A fresh sandbox whose new ids cannot collide with rows of earlier runs.
+
+    The embedded sandbox forgets everything when it stops, and numbers its
+    cardholders, cards, accounts and jobs from fixed starts; the database
+    remembers them, and its CardSavr ids are unique.
+    """
+    engine = Engine(config)
+    highest = {
+        "cardholder": Cardholder.objects.aggregate(m=Max("cardsavr_id"))["m"],
+        "card": Card.objects.aggregate(m=Max("cardsavr_id"))["m"],
+        "account": Job.objects.aggregate(m=Max("account_id"))["m"],
+        "job": Job.objects.aggregate(m=Max("cardsavr_id"))["m"],
+    }
+    for kind, value in highest.items():
+        if value is not None:
+            # TODO: use a sandbox option for the first ids once it has one;
+            # until then this reaches into the engine's id counters.
+            first = next(engine._ids[kind])
+            engine._ids[kind] = itertools.count(max(first, value + 1))
+    return engine
+
+
 class Command(BaseCommand):
     help = (
         "Run the CardSavr sandbox, the portal (daphne) and the poller in one "
@@ -171,6 +197,7 @@ class Command(BaseCommand):
             password=settings.CARDSAVR_PASSWORD,
             speed=options["speed"],
         )
+        engine = sandbox_engine(sandbox_config)
         stop = asyncio.Event()
         tasks: dict[str, asyncio.Task] = {}
         failure: list[BaseException] = []
@@ -182,6 +209,7 @@ class Command(BaseCommand):
                     sandbox_host,
                     sandbox_port,
                     settings.CARDSAVR_CA_FILE,
+                    engine=engine,
                 )
             )
             try:
