@@ -130,7 +130,32 @@ def test_cancel_ends_the_job_as_cancelled(logged_in):
     card = job_card(page, "Walmart")
     card.locator(".badge--cancelled").wait_for(timeout=JOB_TIMEOUT)
     assert "You cancelled this update" in card.inner_text()
-    assert card.get_by_role("button", name="Try again").is_visible()
+    card.get_by_role("button", name="Try again").click()
+    page.get_by_text("Started again at Walmart").wait_for()
+    again = page.locator("article.job", has_text="Walmart").filter(
+        has=page.locator('input[name="username"]')
+    )
+    again.first.wait_for(timeout=JOB_TIMEOUT)
+    assert page.locator("article.job", has_text="Walmart").count() == 2
+
+
+def test_upstream_banner_follows_cardsavr_reachability(logged_in, live):
+    from asgiref.sync import sync_to_async
+
+    from jobs import services
+
+    page = logged_in("/")
+    page.locator('.connection[data-state="live"]').wait_for()
+    banner = page.locator("#upstream-banner")
+    assert banner.is_hidden()
+    set_state = sync_to_async(services.set_upstream_state)
+    live.run(set_state(False, "CardSavr is not answering", 4.0))
+    try:
+        banner.wait_for(state="visible")
+        assert "Your jobs are safe." in banner.inner_text()
+    finally:
+        live.run(set_state(True, "", None))
+    banner.wait_for(state="hidden")
 
 
 def test_prompt_near_its_deadline_warns_visibly_and_to_screen_readers(logged_in):

@@ -399,3 +399,25 @@ def test_pages_carry_no_inline_script_or_style():
         ), url
         assert " style=" not in page
         assert not re.search(r"\son[a-z]+=", page)
+
+
+def test_dashboard_shows_the_upstream_banner_while_cardsavr_is_unreachable():
+    from django.core.cache import cache
+
+    from jobs import selectors
+
+    client = logged_in_client(make_cardholder("alice"))
+    banner = re.compile(
+        r'<p class="banner banner--warning" id="upstream-banner"( hidden)?>'
+    )
+    assert banner.search(html(client.get("/"))).group(1) == " hidden"
+    cache.set(
+        selectors.UPSTREAM_STATE_KEY,
+        {"reachable": False, "message": "", "since": None, "retry_in": 3.0},
+    )
+    try:
+        page = html(client.get("/"))
+    finally:
+        cache.delete(selectors.UPSTREAM_STATE_KEY)
+    assert banner.search(page).group(1) is None
+    assert "CardSavr is not answering right now; we keep retrying." in page
