@@ -66,10 +66,20 @@ def _key(limit: Limit, identity: str, now: float) -> tuple[str, float]:
 
 
 def retry_after(limit: Limit, identity: str) -> int | None:
-    """Seconds until `identity` may try again, or None while under the limit."""
+    """Seconds until `identity` may try again, or None while under the limit.
+
+    Without the cache (Redis down) nothing is counted and nothing is refused:
+    CardSavr still allows only one wrong login and two wrong codes per job,
+    and refusing every sign-in and reply for the length of an outage would
+    hurt more than a few uncounted attempts.
+    """
     now = time.time()
     key, reset_at = _key(limit, identity, now)
-    count = cache.get(key, 0)
+    try:
+        count = cache.get(key, 0)
+    except Exception as exc:
+        logger.warning("Rate limit %s not checked: %s", limit.scope, type(exc).__name__)
+        return None
     if count >= limit.limit:
         return max(1, math.ceil(reset_at - now))
     return None
@@ -80,14 +90,18 @@ def record(limit: Limit, identity: str) -> int:
     now = time.time()
     key, reset_at = _key(limit, identity, now)
     timeout = max(1, math.ceil(reset_at - now)) + 1
-    cache.add(key, 0, timeout)
     try:
-        return cache.incr(key)
-    except ValueError:
-        # The key expired between add and incr: this is the first attempt of
-        # a new window.
-        cache.add(key, 1, timeout)
-        return 1
+        cache.add(key, 0, timeout)
+        try:
+            return cache.incr(key)
+        except ValueError:
+            # The key expired between add and incr: this is the first
+            # attempt of a new window.
+            cache.add(key, 1, timeout)
+            return 1
+    except Exception as exc:
+        logger.warning("Rate limit %s not counted: %s", limit.scope, type(exc).__name__)
+        return 0
 
 
 def hit(limit: Limit, identity: str) -> int | None:

@@ -436,6 +436,10 @@ class Stack:
                 "65536",
                 "--websocket-max-frame-size",
                 "65536",
+                # Tests share two cores with other suites; a slow handshake
+                # is not what they check.
+                "--websocket_connect_timeout",
+                "30",
                 *extra_args,
                 "cardsavr_portal.asgi:application",
             ],

@@ -1,5 +1,7 @@
 """Rate limits on sign-in and on credential replies, kept in the cache."""
 
+import logging
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -123,3 +125,20 @@ async def test_reply_decorator_works_on_async_views():
         request.auser = fake_auser
         statuses.append((await view(request)).status_code)
     assert statuses == [202, 429]
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Nothing listens on port 1: every cache call fails at once.
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+)
+def test_an_unreachable_cache_lets_attempts_through_and_logs_it(caplog):
+    limit = ratelimit.Limit("test", limit=1, window=60)
+    with caplog.at_level(logging.WARNING, logger="jobs.ratelimit"):
+        assert ratelimit.hit(limit, "a") is None
+        assert ratelimit.hit(limit, "a") is None
+    assert "not checked" in caplog.text
