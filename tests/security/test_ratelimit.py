@@ -52,12 +52,15 @@ def test_login_is_refused_with_429_after_too_many_failures(client, settings):
     get_user_model().objects.create_user("alice", password="right-password-1")
     for _ in range(2):
         response = client.post(
-            "/login/", {"username": "alice", "password": "wrong-password"}
+            "/accounts/login/", {"username": "alice", "password": "wrong-password"}
         )
         assert response.status_code == 200
-    response = client.post("/login/", {"username": "alice", "password": "wrong"})
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": "wrong"}
+    )
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
+    assert "Too many failed sign-in attempts" in response.content.decode()
 
 
 @override_settings(RATELIMIT_LOGIN_PER_USERNAME=(1, 900))
@@ -67,9 +70,9 @@ def test_login_over_the_limit_does_not_sign_in_even_with_the_right_password(
 ):
     settings.ROOT_URLCONF = "tests.security.urls"
     get_user_model().objects.create_user("alice", password="right-password-1")
-    client.post("/login/", {"username": "alice", "password": "wrong-password"})
+    client.post("/accounts/login/", {"username": "alice", "password": "wrong-password"})
     response = client.post(
-        "/login/", {"username": "alice", "password": "right-password-1"}
+        "/accounts/login/", {"username": "alice", "password": "right-password-1"}
     )
     assert response.status_code == 429
     assert "_auth_user_id" not in client.session
@@ -80,7 +83,7 @@ def test_successful_login_is_not_counted(client, settings):
     settings.ROOT_URLCONF = "tests.security.urls"
     get_user_model().objects.create_user("alice", password="right-password-1")
     response = client.post(
-        "/login/", {"username": "alice", "password": "right-password-1"}
+        "/accounts/login/", {"username": "alice", "password": "right-password-1"}
     )
     assert response.status_code == 302
     assert ratelimit.retry_after(ratelimit.login_user_limit(), "alice") is None

@@ -1,16 +1,12 @@
-"""The login view with its rate limit, mounted for the tests (the admin's
-login template it borrows needs the admin's URLs)."""
+"""The project's URLs with the rate-limited sign-in in front, exactly as
+cardsavr_portal/urls.py would mount it."""
 
-from django.contrib import admin
 from django.urls import path
 
+from cardsavr_portal.urls import urlpatterns as project_urlpatterns
 from jobs.ratelimit import RateLimitedLoginView
 
 urlpatterns = [
-    path(
-        "login/",
-        RateLimitedLoginView.as_view(template_name="admin/login.html"),
-        name="login",
-    ),
-    path("admin/", admin.site.urls),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
+    *project_urlpatterns,
 ]
