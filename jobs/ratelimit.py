@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.contrib import auth
+from django.contrib import auth, messages
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -143,15 +143,14 @@ class RateLimitedLoginView(LoginView):
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
             logger.warning("Sign-in refused by rate limit for %ss", wait)
-            form = self.get_form()
-            # An unbound error: the form is not validated, so no password is
-            # checked while the limit holds.
-            form.errors.clear()
-            form.add_error(
-                None,
+            # The form is shown again unbound, so no password is checked
+            # while the limit holds; the message says what happened.
+            messages.error(
+                request,
                 "Too many failed sign-in attempts. "
                 f"Wait {_minutes(wait)} and try again.",
             )
+            form = self.form_class(request=request, initial={"username": username})
             response = self.render_to_response(self.get_context_data(form=form))
             response.status_code = 429
             response["Retry-After"] = str(wait)
