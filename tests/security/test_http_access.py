@@ -292,3 +292,24 @@ def test_unicode_password_reaches_cardsavr_byte_for_byte(portal_on_sandbox):
     remote = portal_on_sandbox.engine.jobs[job.cardsavr_id]
     stored = portal_on_sandbox.engine.account_secrets[remote.account_id]
     assert stored["password"] == password
+
+
+def test_form_with_too_many_fields_is_refused(one_cardholder):
+    alice, alice_job, sandbox = one_cardholder
+    before = replies_at_sandbox(sandbox)
+    fields = {f"f{n}": "x" for n in range(300)}
+    fields.update(envelope_id=envelope_of(alice_job), tfa="1234")
+    response = signed_in(alice).post(f"/jobs/{alice_job.pk}/reply/", data=fields)
+    assert response.status_code == 400
+    assert replies_at_sandbox(sandbox) == before
+
+
+def test_form_body_over_the_upload_limit_is_refused(one_cardholder):
+    alice, alice_job, sandbox = one_cardholder
+    before = replies_at_sandbox(sandbox)
+    response = signed_in(alice).post(
+        f"/jobs/{alice_job.pk}/reply/",
+        data={"envelope_id": envelope_of(alice_job), "tfa": "1" * 100_000},
+    )
+    assert response.status_code == 400
+    assert replies_at_sandbox(sandbox) == before
