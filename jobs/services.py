@@ -657,7 +657,9 @@ def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
     )
 
 
-def _finish_reply(claim: _Claim, reply_state: str, reply_error: str = "") -> None:
+def _finish_reply(
+    claim: _Claim, reply_state: str, reply_error: str = "", *, push: bool = True
+) -> None:
     """Record how CardSavr took the reply; a refused one is open again."""
     with transaction.atomic():
         job = _locked_job(claim.job_pk)
@@ -688,12 +690,28 @@ def _finish_reply(claim: _Claim, reply_state: str, reply_error: str = "") -> Non
             )
         job.version += 1
         job.save(update_fields=["version", "updated_at"])
-        job.open_requests = list(
-            job.credential_requests.filter(closed_at__isnull=True).order_by(
-                "-opened_at", "-pk"
+        if push:
+            job.open_requests = list(
+                job.credential_requests.filter(closed_at__isnull=True).order_by(
+                    "-opened_at", "-pk"
+                )
             )
-        )
-        _push_payload(job.cardholder_id, payload_for(job))
+            _push_payload(job.cardholder_id, payload_for(job))
+
+
+def _apply_or_push(job_pk: int, remote: remote_types.Job, source: str) -> Job:
+    """Mirror `remote`, and push the job even when that changed nothing: the
+    caller wrote a change it left for this push."""
+    job = jobs_with_state().get(pk=job_pk)
+    if not apply_remote_job(job, remote, source=source):
+        push_job(job)
+    return job
+
+
+def _push_by_pk(job_pk: int) -> Job:
+    job = jobs_with_state().get(pk=job_pk)
+    push_job(job)
+    return job
 
 
 def _apply_by_pk(job_pk: int, remote: remote_types.Job, source: str) -> Job:
@@ -711,9 +729,11 @@ def _get_job(job_pk: int) -> Job:
     )
 
 
-async def _reread(job_pk: int, cardsavr_job_id: int, *, source: str) -> Job:
+async def _reread(
+    job_pk: int, cardsavr_job_id: int, *, source: str, push: bool = False
+) -> Job:
     """Read the job from CardSavr at once and mirror it; on failure the poller
-    catches up later."""
+    catches up later. With `push` the job is pushed whatever the read shows."""
     try:
         remote = await get_client().get_job(cardsavr_job_id)
     except NotFoundError:
@@ -724,7 +744,11 @@ async def _reread(job_pk: int, cardsavr_job_id: int, *, source: str) -> Job:
         logger.warning(
             "Re-reading job %s after %s failed: %s", job_pk, source, type(exc).__name__
         )
+        if push:
+            return await sync_to_async(_push_by_pk)(job_pk)
         return await sync_to_async(_get_job)(job_pk)
+    if push:
+        return await sync_to_async(_apply_or_push)(job_pk, remote, source)
     return await sync_to_async(_apply_by_pk)(job_pk, remote, source)
 
 
@@ -769,9 +793,10 @@ async def _forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
         if isinstance(exc, CardSavrError):
             raise UpstreamUnavailable(UNCERTAIN_REPLY_MESSAGE) from None
         raise
-    await sync_to_async(_finish_reply)(claim, ReplyState.SENT)
+    # The re-read right after pushes this change along with what it shows.
+    await sync_to_async(_finish_reply)(claim, ReplyState.SENT, push=False)
     logger.info("Reply to job %s sent (%s)", claim.job_pk, ",".join(claim.field_names))
-    return await _reread(claim.job_pk, claim.cardsavr_job_id, source="reply")
+    return await _reread(claim.job_pk, claim.cardsavr_job_id, source="reply", push=True)
 
 
 @sensitive_variables("account_link")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from channels.layers import get_channel_layer
 
-from jobs import services
+from jobs import events, services
 from jobs.models import CredentialRequest, Job, Outcome, ReplyState
 from jobs.poller import Poller
 from tests.portal.flows import (
@@ -123,3 +124,27 @@ async def test_cancel_ends_the_job_as_cancelled(wallet):
     job, _ = await poll_until(Poller(interval=0.05), job.pk, finished)
 
     assert job.outcome == Outcome.CANCELLED
+
+
+async def test_reply_pushes_rising_versions_ending_in_cardsavrs_new_state(wallet):
+    job, request = await waiting_for_tfa(wallet, Poller(interval=0.05))
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.cardholder_group(wallet.pk), channel)
+
+    await services.submit_reply(wallet, job.pk, request.envelope_id, {"tfa": "1234"})
+
+    pushed = []
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), 0.5)
+        except TimeoutError:
+            break
+        pushed.append(message["job"])
+    versions = [payload["version"] for payload in pushed]
+    assert len(pushed) == 2
+    assert versions == sorted(set(versions))
+    assert pushed[0]["credential_request"]["answerable"] is False
+    assert (pushed[-1]["credential_request"] or {}).get("envelope_id") != (
+        request.envelope_id
+    )
