@@ -194,6 +194,22 @@ class Engine(VirtualBrowser):
     def _next_id(self, kind: str) -> int:
         return next(self._ids[kind])
 
+    def start_ids_after(self, **highest: int | None) -> None:
+        """Number new records past ids a caller already holds.
+
+        The sandbox forgets everything when it stops; a portal whose database
+        remembers an earlier run passes its highest ``cardholder``, ``card``,
+        ``account`` and ``job`` ids so new ones cannot collide with them.
+        """
+        with self.lock:
+            for kind, value in highest.items():
+                if kind not in self._ids or kind == "webhook":
+                    raise ValueError(f"unknown id kind {kind!r}")
+                if value is None:
+                    continue
+                first = next(self._ids[kind])
+                self._ids[kind] = itertools.count(max(first, value + 1))
+
     def new_envelope_id(self) -> str:
         return crypto.b64e(self.rng.randbytes(16))
 

@@ -202,3 +202,12 @@ def test_runsandbox_command_serves_with_the_portal_settings(tmp_path):
 
     assert "command_app" in text
     assert "speed 20x" in output
+
+
+def test_ids_can_start_past_ones_a_caller_already_holds():
+    engine = Engine(sandbox_config(clock=ManualClock()))
+    engine.start_ids_after(cardholder=90_000, card=None)
+
+    holder, _ = engine.upsert_cardholder({})
+
+    assert holder["id"] == 90_001
