@@ -1,9 +1,15 @@
 """Every page and API answer carries the strict policy and is never cached."""
 
+import re
+
+import pytest
 from django.http import HttpResponse, JsonResponse
 from django.test import RequestFactory, override_settings
 
 from cardsavr_portal.middleware import SecurityHeadersMiddleware
+from jobs.models import Card
+
+from .factories import make_cardholder, make_job
 
 
 def through_middleware(request, response):
@@ -75,3 +81,32 @@ def test_real_pages_carry_every_security_header(client):
     assert response["Referrer-Policy"] == "same-origin"
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
     assert "no-store" in response["Cache-Control"]
+
+
+INLINE_SCRIPT = re.compile(
+    r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", re.IGNORECASE
+)
+INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+INLINE_STYLE = re.compile(r"<style|\sstyle\s*=", re.IGNORECASE)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/card/", "/start/", "/accounts/login/"])
+def test_pages_need_nothing_the_policy_forbids(client, path):
+    holder = make_cardholder("alice")
+    make_job(holder, envelope_id="cHJvbXB0LWVudmVsb3Bl")
+    Card.objects.create(
+        cardholder=holder,
+        cardsavr_id=7777,
+        last4="1111",
+        expiration_month=12,
+        expiration_year=2030,
+    )
+    if path != "/accounts/login/":
+        client.force_login(holder.user)
+    response = client.get(path)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert INLINE_SCRIPT.findall(html) == []
+    assert INLINE_HANDLER.findall(html) == []
+    assert INLINE_STYLE.findall(html) == []
