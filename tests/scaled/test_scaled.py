@@ -187,9 +187,11 @@ async def drive(stack: Stack, seed: dict, ports: list[int]) -> Run:
         for job, name in zip(created, scenarios, strict=True):
             run.job_owner[job["id"]] = holder["cardholder_id"]
             run.job_scenario[job["id"]] = name
+        # The cardholder changes their mind at once (not behind every other
+        # cardholder's job starts, which could take longer than the job).
         for job, name in zip(created, scenarios, strict=True):
             if name == "cancel":
-                async with start_limit:
+                async with reply_limit:
                     cancelled = await api(holder).post(f"/api/jobs/{job['id']}/cancel/")
                 run.cancel_statuses.append(cancelled.status_code)
 
