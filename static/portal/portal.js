@@ -152,9 +152,6 @@ class JobsPage {
       const prompt = article.querySelector(".prompt");
       if (prompt && prompt.dataset.secondsLeft !== "") {
         this.deadlines.set(id, now + Number(prompt.dataset.secondsLeft) * 1000);
-        if (Number(prompt.dataset.secondsLeft) <= this.warningSeconds) {
-          this.warned.add(prompt.dataset.envelope);
-        }
       }
     }
   }
@@ -558,7 +555,10 @@ class JobsPage {
     const warn = left <= this.warningSeconds;
     warning.hidden = !warn;
     const envelope = prompt.dataset.envelope;
-    if (warn && !this.warned.has(envelope)) {
+    if (!warn) {
+      // CardSavr may extend a deadline; warn again if it comes close again.
+      this.warned.delete(envelope);
+    } else if (!this.warned.has(envelope)) {
       this.warned.add(envelope);
       const name = prompt.closest("article")?.querySelector('[data-slot="link"]')?.textContent;
       announce(
