@@ -100,7 +100,11 @@ def test_security_questions_are_answered_by_their_labels(logged_in):
 
 def test_push_approval_shows_the_instruction_then_succeeds(logged_in):
     page = logged_in("/start/")
-    start_job(page, "Hulu", username="good_email", password="tfa_message")
+    # Signing in from the dashboard makes sure the page is live before the
+    # push approval opens.
+    start_job(page, "Hulu")
+    card = job_card(page, "Hulu")
+    card.locator('input[name="username"]').wait_for(timeout=JOB_TIMEOUT)
     # The portal answers a push approval by itself, so the prompt may be
     # short-lived: record what it showed as soon as it appears.
     page.evaluate(
@@ -114,6 +118,9 @@ def test_push_approval_shows_the_instruction_then_succeeds(logged_in):
           }).observe(jobs, {subtree: true, childList: true, attributes: true});
         }"""
     )
+    card.locator('input[name="username"]').fill("good_email")
+    card.locator('input[name="password"]').fill("tfa_message")
+    card.get_by_role("button", name="Send sign-in").click()
     expect_success(page, "Hulu")
     seen = page.evaluate("window.pushSeen")
     assert any(re.search(r"Tap \d+ on your phone", text) for text in seen), seen
