@@ -71,22 +71,27 @@ async def crash_and_takeover(drill: Drill) -> dict:
     for index in range(CARDHOLDERS):
         await drill.start_jobs(index, [TFA, SUCCESS, SUCCESS])
 
-    ticks_path = stack.ticks_path("poller1")
-    victims = None
+    # Whichever poller is inside a tick holding jobs is the one to kill.
+    victim = victims = None
     deadline = time.monotonic() + 30
     while victims is None and time.monotonic() < deadline:
-        victims = open_claim(read_ticks(ticks_path))
-        if victims is None:
+        for name in ("poller1", "poller2"):
+            victims = open_claim(read_ticks(stack.ticks_path(name)))
+            if victims:
+                victim = name
+                break
+        else:
             await asyncio.sleep(0.05)
-    assert victims, "poller1 never claimed jobs"
-    stack.kill("poller1")
+    assert victims, "no poller claimed jobs"
+    stack.kill(victim)
     killed_at = time.time()
+    survivor = "poller2" if victim == "poller1" else "poller1"
     drill.clear_faults()
 
     def taken_over() -> bool:
         claims = [
             t
-            for t in read_ticks(stack.ticks_path("poller2"))
+            for t in read_ticks(stack.ticks_path(survivor))
             if t["event"] == "claimed" and t["at"] > killed_at
         ]
         claimed = {pk for t in claims for pk in t["ids"]}
