@@ -119,6 +119,7 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(fields=["-created_at"], name="job_created_idx"),
             models.Index(fields=["cardholder", "-created_at"]),
             models.Index(fields=["outcome"]),
             models.Index(fields=["termination_type"]),
@@ -131,7 +132,7 @@ class Job(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Job {self.cardsavr_id} at {self.merchant_site_id}"
+        return f"CardSavr job {self.cardsavr_id}"
 
     @property
     def is_terminated(self) -> bool:
