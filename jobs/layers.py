@@ -9,6 +9,11 @@ took most of a second (docs/benchmarks.md). This layer keeps the same
 semantics (capacity, message expiry, group expiry, a copy per recipient) but
 runs the expiry sweep at most once per `clean_interval` seconds and puts group
 messages straight on the members' queues, so a push costs what its group has.
+
+Each member gets its own copy of the message's top level, but nested values
+are shared: a sender hands its message over and does not change it afterwards,
+and consumers only read what they receive. (Deep-copying a job payload for
+every push was a third of the push's cost.)
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from copy import deepcopy
 
 from channels.layers import InMemoryChannelLayer
 
@@ -53,4 +57,4 @@ class LocalChannelLayer(InMemoryChannelLayer):
             # As in Channels' layers, a member that stopped reading loses this
             # push; versions and the reconnect snapshot repair it.
             with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait((expires, deepcopy(message)))
+                queue.put_nowait((expires, dict(message)))
