@@ -14,8 +14,7 @@ poll response holding the change arrived in the server to that frame.
 
 from __future__ import annotations
 
-import bisect
-import shutil
+import sqlite3
 import time
 from collections import defaultdict
 
@@ -50,12 +49,13 @@ def _latencies(changes, records, arrivals, pk_of: dict[int, int]):
             frames[job_pk].append((int(message.rsplit(" ", 1)[1]), recv_ns))
     for job_frames in frames.values():
         job_frames.sort(key=lambda f: f[1])
-    reads: dict[int, list[int]] = defaultdict(list)
-    for arrived_ns, cardsavr_ids in arrivals:
-        for cardsavr_id in cardsavr_ids:
-            reads[cardsavr_id].append(arrived_ns)
-    for times in reads.values():
-        times.sort()
+    # When each job's reads arrived, with the step each one showed.
+    reads: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for arrived_ns, jobs in arrivals:
+        for cardsavr_id, step in jobs:
+            reads[cardsavr_id].append((arrived_ns, step))
+    for job_reads in reads.values():
+        job_reads.sort()
     latencies, pipeline, missing = [], [], 0
     for cardsavr_id, changed_ns, marker in changes:
         seq = int(marker.rsplit(" ", 1)[1])
@@ -66,10 +66,13 @@ def _latencies(changes, records, arrivals, pk_of: dict[int, int]):
             missing += 1
             continue
         latencies.append((shown - changed_ns) / 1e6)
-        job_reads = reads.get(cardsavr_id, [])
-        index = bisect.bisect_left(job_reads, changed_ns)
-        if index < len(job_reads) and job_reads[index] <= shown:
-            pipeline.append((shown - job_reads[index]) / 1e6)
+        # The first read that showed this change (or a later one).
+        held = next(
+            (arrived for arrived, step in reads.get(cardsavr_id, ()) if step >= seq),
+            None,
+        )
+        if held is not None and held <= shown:
+            pipeline.append((shown - held) / 1e6)
     return latencies, pipeline, missing
 
 
@@ -87,7 +90,8 @@ def run(smoke: bool) -> dict:
         # Each pipeline mirrors into its own copy of the database.
         database = str(settings.DATABASES["default"]["NAME"])
         naive_database = f"{workdir}/naive.sqlite3"
-        shutil.copyfile(database, naive_database)
+        with sqlite3.connect(database) as db, sqlite3.connect(naive_database) as copy:
+            db.backup(copy)
         env = bench_poller.portal_environment(info)
         servers = {
             "product": common.Child("benchmarks.portal_proc", env=env),

@@ -126,6 +126,8 @@ def machine() -> dict:
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "fd_limit": fd_limit(),
+        # Other work on the machine inflates wall times (not CPU per work).
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
         "versions": versions,
     }
 

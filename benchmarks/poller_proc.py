@@ -39,8 +39,10 @@ from jobs.models import Job  # noqa: E402
 def _activate(count: int) -> int:
     """Keep the first `count` jobs active; park the rest where no poller looks."""
     ids = list(Job.objects.order_by("pk").values_list("pk", flat=True))
-    Job.objects.filter(pk__in=ids[:count]).update(vanished_at=None)
-    Job.objects.filter(pk__in=ids[count:]).update(vanished_at=timezone.now())
+    now = timezone.now()
+    # updated_at moves as it would for any change made through the ORM.
+    Job.objects.filter(pk__in=ids[:count]).update(vanished_at=None, updated_at=now)
+    Job.objects.filter(pk__in=ids[count:]).update(vanished_at=now, updated_at=now)
     return min(count, len(ids))
 
 

@@ -23,8 +23,15 @@ async def tick(poller: Poller) -> dict:
     return {"jobs": stats.jobs, "changed": stats.changed, "calls": stats.calls}
 
 
+def _step(job) -> int:
+    """The driver's sequence number in a job's status message (0 if none)."""
+    message = job.status_message
+    return int(message.rsplit(" ", 1)[1]) if message.startswith("bench step ") else 0
+
+
 def watch_list_reads(arrivals: list) -> None:
-    """Record (time_ns, CardSavr job ids) whenever a job list read returns."""
+    """Record (time_ns, [(CardSavr job id, step)]) whenever a job list read
+    returns."""
     from cardsavr.client import CardSavrClient
 
     if getattr(CardSavrClient.list_jobs, "_bench_watched", False):
@@ -33,7 +40,7 @@ def watch_list_reads(arrivals: list) -> None:
 
     async def list_jobs(self, *args, **kwargs):
         page = await original(self, *args, **kwargs)
-        arrivals.append((time.time_ns(), [job.id for job in page.items]))
+        arrivals.append((time.time_ns(), [(job.id, _step(job)) for job in page.items]))
         return page
 
     list_jobs._bench_watched = True
@@ -41,7 +48,7 @@ def watch_list_reads(arrivals: list) -> None:
 
 
 def watch_job_reads(arrivals: list) -> None:
-    """Record (time_ns, [CardSavr job id]) whenever a single job read returns."""
+    """The same for single job reads."""
     from cardsavr.client import CardSavrClient
 
     if getattr(CardSavrClient.get_job, "_bench_watched", False):
@@ -50,7 +57,7 @@ def watch_job_reads(arrivals: list) -> None:
 
     async def get_job(self, *args, **kwargs):
         job = await original(self, *args, **kwargs)
-        arrivals.append((time.time_ns(), [job.id]))
+        arrivals.append((time.time_ns(), [(job.id, _step(job))]))
         return job
 
     get_job._bench_watched = True

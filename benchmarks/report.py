@@ -220,6 +220,8 @@ def markdown(results: dict, table_text: str) -> str:
         f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}, "
         f"SQLite {machine.get('sqlite')}.",
         f"Versions: {versions}.",
+        f"Load average (1, 5, 15 min) at start {machine.get('load_average_at_start')},"
+        f" at end {machine.get('load_average_at_end')}.",
         "",
         table_text,
         "",

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["seconds_total"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     if failures:
         results["failures"] = failures
 
