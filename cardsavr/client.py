@@ -82,6 +82,13 @@ def build_query(params: Sequence[tuple[str, Any]]) -> str:
     return "&".join(parts)
 
 
+def _timestamp(moment: datetime.datetime) -> str:
+    """CardSavr's form: UTC, milliseconds, a Z."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
     """Retry-After as seconds from now; it may be a number or an HTTP date."""
     if not value:
@@ -917,10 +924,13 @@ class CardSavrClient:
         cardholder_ids: Iterable[int] | None = None,
         status_include: Iterable[str] | None = None,
         status_exclude: Iterable[str] | None = None,
+        last_updated_on_min: datetime.datetime | None = None,
         hydrate: Iterable[str] = ("credential_requests",),
         page: int = 1,
         page_length: int = 100,
     ) -> Page[Job]:
+        """`last_updated_on_min` lists only jobs updated at or after it (the
+        poller's delta reads)."""
         query = [
             ("ids", list(ids) if ids is not None else None),
             (
@@ -929,6 +939,10 @@ class CardSavrClient:
             ),
             ("status_include", list(status_include) if status_include else None),
             ("status_exclude", list(status_exclude) if status_exclude else None),
+            (
+                "last_updated_on_min",
+                _timestamp(last_updated_on_min) if last_updated_on_min else None,
+            ),
         ]
         headers = {
             **self._hydration(hydrate),

@@ -19,6 +19,7 @@ import threading
 import urllib.parse
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cardsavr import crypto
 
@@ -87,6 +88,8 @@ JOB_FILTERS = frozenset(
         "termination_type",
         "termination_types_include",
         "termination_types_exclude",
+        "last_updated_on_min",
+        "last_updated_on_max",
     }
 )
 SITE_FILTERS = frozenset(
@@ -827,6 +830,13 @@ class Engine(VirtualBrowser):
                     candidates = [j for j in candidates if getattr(j, attr) in allowed]
             for job in candidates:
                 self.advance(job)
+            for name, keep in (
+                ("last_updated_on_min", lambda j, t: j.last_updated_on >= t),
+                ("last_updated_on_max", lambda j, t: j.last_updated_on <= t),
+            ):
+                if name in grouped:
+                    moment = _moment(name, grouped[name][-1])
+                    candidates = [j for j in candidates if keep(j, moment)]
             include = csv("status") | csv("status_include")
             if include:
                 candidates = [j for j in candidates if j.status in include]
@@ -1084,6 +1094,20 @@ def _check_card(data: dict) -> None:
     address = data.get("address")
     if address is not None and not isinstance(address, dict):
         raise invalid("address", "address must be an object.")
+
+
+def _moment(name: str, raw: str) -> float:
+    """An ISO-8601 filter value (Z or an offset; naive means UTC) as Unix time."""
+    text = raw.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise invalid(name, f"{name} must be an ISO-8601 time.") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def _luhn_ok(pan: str) -> bool:
