@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +37,7 @@ from jobs.selectors import (
     jobs_with_state,
     upstream_state,
 )
+from jobs.tracking import JobTracker, tracked_tick
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +122,20 @@ def _stale_claim_cutoff() -> datetime:
 
 
 def _apply_batch(
-    reads: list[tuple[Job, remote_types.Job, datetime]], vanished: list[Job]
+    reads: list[tuple[Job, remote_types.Job, datetime]],
+    vanished: list[Job],
+    quiet: Sequence[Job] = (),
 ) -> tuple[int, list[int]]:
-    """Mirror one tick in one transaction; return (changed, requests to ack)."""
+    """Mirror one tick in one transaction; return (changed, requests to ack).
+
+    `quiet` jobs were not read (CardSavr did not change them); only their
+    open questions are looked at.
+    """
     cutoff = _stale_claim_cutoff()
+    looked_at = [job for job, _, _ in reads] + list(quiet)
     stale = [
         request.pk
-        for job, _, _ in reads
+        for job in looked_at
         for request in job.open_requests
         if request.reply_state == ReplyState.SENDING
         and request.answered_at is not None
@@ -167,7 +175,7 @@ def _apply_batch(
                 changed += 1
     to_ack = [
         request.pk
-        for job, _, _ in reads
+        for job in looked_at
         if not job.is_terminated
         for request in job.open_requests
         if request.type == PUSH_APPROVAL_TYPE
@@ -195,6 +203,10 @@ class Poller:
         self.failures = 0
         self.ticks = 0
         self.last_tick_seconds = 0.0
+        # One poller per SQLite database keeps its jobs' state in memory and
+        # reads only what CardSavr changed (jobs/tracking.py); pollers sharing
+        # PostgreSQL take leases and read every job they hold each tick.
+        self.tracker = JobTracker() if connection.vendor != "postgresql" else None
 
     @property
     def lease_seconds(self) -> float:
@@ -204,6 +216,8 @@ class Poller:
 
     async def tick(self) -> TickStats:
         """Read and mirror every active job once; faults end up in `fault`."""
+        if self.tracker is not None:
+            return await self._tracked_tick()
         started = time.monotonic()
         stats = TickStats()
         jobs = await sync_to_async(_tick_jobs)(
@@ -270,6 +284,32 @@ class Poller:
         stats.ms = (time.monotonic() - started) * 1000
         return stats
 
+    async def _tracked_tick(self) -> TickStats:
+        started = time.monotonic()
+        stats = TickStats()
+        client = self.client_factory()
+        to_ack = await tracked_tick(
+            self.tracker, client, stats, _apply_batch, _is_incomplete
+        )
+        if not stats.jobs:
+            # Nothing to read, but a banner saying CardSavr is down must not
+            # outlive the outage: one cheap call tells whether it is back.
+            state = await sync_to_async(upstream_state)()
+            if not state["reachable"]:
+                stats.calls += 1
+                try:
+                    await client.list_merchant_sites(page_length=1)
+                except CardSavrError as exc:
+                    stats.fault = exc
+        limiter = asyncio.Semaphore(CONCURRENT_LISTS)
+        stats.calls += len(to_ack)
+        acked = await asyncio.gather(
+            *(self._acknowledge(request_pk, limiter) for request_pk in to_ack)
+        )
+        stats.acknowledged = sum(acked)
+        stats.ms = (time.monotonic() - started) * 1000
+        return stats
+
     @staticmethod
     async def _acknowledge(request_pk: int, limiter: asyncio.Semaphore) -> bool:
         async with limiter:
@@ -332,9 +372,14 @@ class Poller:
         logger.info("Poller %s started, every %.1f s", self.owner, self.interval)
         try:
             while not stop.is_set():
+                started = time.monotonic()
                 delay = await self.run_tick()
                 if once:
                     break
+                if not self.failures:
+                    # Ticks start one interval apart (a tick's own time is
+                    # not added to the wait), so a change waits T/2 on average.
+                    delay = max(0.0, delay - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
         finally:

@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from cardsavr.client import CardSavrClient
+from jobs import tracking
 from jobs.models import CredentialRequest, Job
 from jobs.poller import Poller
 from tests.client.conftest import FakeCardSavr, Reply, job_json, make_config
@@ -46,7 +47,12 @@ async def _jobs(make_job, cardholder, count: int) -> list[Job]:
     return [await sync_to_async(make_job)(cardholder) for _ in range(count)]
 
 
-async def test_tick_lists_jobs_in_chunks_of_at_most_100(fake, make_job, cardholder):
+async def test_tick_lists_jobs_in_chunks_of_at_most_100(
+    fake, make_job, cardholder, monkeypatch
+):
+    # The SQLite poller reads up to tracking.LIST_CHUNK ids per list (1,000);
+    # 100 here keeps the test small.
+    monkeypatch.setattr(tracking, "LIST_CHUNK", 100)
     server, client = fake
     jobs = await _jobs(make_job, cardholder, 150)
     server.route(

@@ -1,0 +1,167 @@
+"""The poller's fast path (jobs/tracking.py) against a fake CardSavr at the
+HTTP boundary: what it reads, what it writes and what it pushes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
+
+from cardsavr.client import CardSavrClient
+from jobs import events
+from jobs.models import Cardholder, Job, JobEvent, MerchantSite
+from jobs.poller import Poller
+from tests.client.conftest import FakeCardSavr, Reply, job_json, make_config
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+JOBS_PATH = "/place_card_on_single_site_jobs"
+T0 = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Upstream:
+    """CardSavr's current jobs; answers lists by ids and by last update."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, dict] = {}
+
+    def set(self, job_id: int, updated: datetime, **fields) -> None:
+        self.jobs[job_id] = job_json(job_id, last_updated_on=_iso(updated), **fields)
+
+    def handler(self, received):
+        query = dict(received.query)
+        if "ids" in query:
+            wanted = {int(i) for i in query["ids"].split(",") if i}
+            return Reply(200, [j for i, j in self.jobs.items() if i in wanted])
+        since = datetime.fromisoformat(
+            query["last_updated_on_min"].replace("Z", "+00:00")
+        )
+        return Reply(
+            200,
+            [
+                j
+                for j in self.jobs.values()
+                if datetime.fromisoformat(j["last_updated_on"].replace("Z", "+00:00"))
+                >= since
+            ],
+        )
+
+
+@pytest.fixture
+async def fake():
+    server = FakeCardSavr()
+    upstream = Upstream()
+    server.route("GET", JOBS_PATH, upstream.handler)
+    client = CardSavrClient(
+        make_config(max_read_retries=0), transport=server.transport()
+    )
+    yield server, upstream, client
+    await client.close()
+
+
+@sync_to_async
+def _job(cardsavr_id: int) -> Job:
+    user = User.objects.create(username=f"u{cardsavr_id}")
+    holder = Cardholder.objects.create(user=user, cuid=f"c{cardsavr_id}")
+    site, _ = MerchantSite.objects.get_or_create(
+        cardsavr_id=1, defaults={"name": "Site", "host": "site.example"}
+    )
+    return Job.objects.create(
+        cardsavr_id=cardsavr_id, cardholder=holder, merchant_site=site, status="QUEUED"
+    )
+
+
+async def _mirrored(fake, count: int = 1) -> tuple[Poller, list[Job]]:
+    _, upstream, client = fake
+    jobs = [await _job(41000 + i) for i in range(count)]
+    for job in jobs:
+        upstream.set(job.cardsavr_id, T0)
+    poller = Poller(interval=0.05, client_factory=lambda: client)
+    await poller.tick()
+    return poller, [await Job.objects.aget(pk=job.pk) for job in jobs]
+
+
+async def test_delta_tick_asks_only_for_jobs_updated_since_the_newest_seen(fake):
+    server, _, _ = fake
+    poller, _ = await _mirrored(fake)
+    server.received.clear()
+
+    await poller.tick()
+
+    [call] = server.calls("GET", JOBS_PATH)
+    query = dict(call.query)
+    assert "ids" not in query
+    assert query["last_updated_on_min"] <= _iso(T0)
+
+
+async def test_unchanged_job_costs_no_write(fake):
+    poller, [job] = await _mirrored(fake)
+    events_before = await JobEvent.objects.filter(job=job).acount()
+
+    stats = await poller.tick()
+
+    assert stats.changed == 0
+    assert (await Job.objects.aget(pk=job.pk)).version == job.version
+    assert await JobEvent.objects.filter(job=job).acount() == events_before
+
+
+async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
+    _, upstream, _ = fake
+    poller, [job] = await _mirrored(fake)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.cardholder_group(job.cardholder_id), channel)
+    upstream.set(
+        job.cardsavr_id,
+        T0 + timedelta(seconds=1),
+        status="AUTH",
+        status_message="Signing in.",
+        percent_complete=20,
+    )
+
+    stats = await poller.tick()
+
+    stored = await Job.objects.aget(pk=job.pk)
+    assert (stats.changed, stored.status, stored.version) == (
+        1,
+        "AUTH",
+        job.version + 1,
+    )
+    event = await JobEvent.objects.filter(job=job).alatest("id")
+    assert (event.kind, event.data["from"]) == (JobEvent.Kind.STATUS, "QUEUED")
+    pushed = await layer.receive(channel)
+    assert pushed["job"]["status_message"] == "Signing in."
+    assert pushed["job"]["version"] == stored.version
+
+
+async def test_row_written_elsewhere_meanwhile_is_mirrored_without_losing_that_write(
+    fake,
+):
+    _, upstream, _ = fake
+    poller, [job] = await _mirrored(fake)
+    # A reply or a webhook wrote the row after the poller last saw it.
+    await Job.objects.filter(pk=job.pk).aupdate(version=job.version + 5)
+    upstream.set(job.cardsavr_id, T0 + timedelta(seconds=1), status="UPDATING")
+
+    await poller.tick()
+
+    stored = await Job.objects.aget(pk=job.pk)
+    assert (stored.status, stored.version) == ("UPDATING", job.version + 6)
+
+
+async def test_job_that_ended_elsewhere_is_no_longer_read(fake):
+    poller, [first, _] = await _mirrored(fake, count=2)
+    ended = await Job.objects.aget(pk=first.pk)
+    ended.termination_type = "BILLABLE"
+    await ended.asave()
+
+    stats = await poller.tick()
+
+    assert stats.jobs == 1
