@@ -163,5 +163,10 @@ def active_jobs() -> QuerySet[Job]:
 
 
 def upstream_state() -> dict[str, Any]:
-    state = cache.get(UPSTREAM_STATE_KEY)
+    try:
+        state = cache.get(UPSTREAM_STATE_KEY)
+    except Exception:
+        # Without the cache the last known state is unknown; pages still
+        # load from the database.
+        state = None
     return dict(state) if state else dict(DEFAULT_UPSTREAM_STATE)

@@ -150,6 +150,17 @@ def push_job(job: Job) -> None:
 
 
 def set_upstream_state(reachable: bool, message: str, retry_in: float | None) -> None:
+    try:
+        _store_upstream_state(reachable, message, retry_in)
+    except Exception as exc:
+        # The cache (Redis when scaled) being down must not stop the poller;
+        # the state is written again on the next tick.
+        logger.warning("CardSavr reachability not stored: %s", type(exc).__name__)
+
+
+def _store_upstream_state(
+    reachable: bool, message: str, retry_in: float | None
+) -> None:
     previous = cache.get(UPSTREAM_STATE_KEY) or DEFAULT_UPSTREAM_STATE
     if previous["reachable"] == reachable and previous["message"] == message:
         return

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from jobs import selectors, services
 from jobs.forms import CardForm, ReplyForm, field_kind, valid_account_link
 from jobs.models import Card, Job, MerchantSite, Outcome
+from jobs.ratelimit import rate_limit_replies
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ def _back(request: HttpRequest, job_id: int | None = None) -> HttpResponse:
 @sensitive_post_parameters()
 @login_required
 @require_POST
+@rate_limit_replies
 def job_reply(request: HttpRequest, job_id: int) -> HttpResponse:
     cardholder, job = _own_job(request, job_id)
     request_payload = selectors.job_payload_by_id(job.pk).get("credential_request")

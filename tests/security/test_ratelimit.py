@@ -145,3 +145,44 @@ def test_an_unreachable_cache_lets_attempts_through_and_logs_it(caplog):
         assert ratelimit.hit(limit, "a") is None
         assert ratelimit.hit(limit, "a") is None
     assert "not checked" in caplog.text
+
+
+@pytest.fixture
+def prompted_job(db, settings):
+    from .factories import make_cardholder, make_job
+
+    # Nothing answers here: a reply that gets through fails fast upstream.
+    settings.CARDSAVR_API_URL = "https://127.0.0.1:1/"
+    settings.CARDSAVR_TIMEOUT = 1.0
+    holder = make_cardholder("dora")
+    job = make_job(holder, envelope_id="ZW52ZWxvcGUtb25lLXR3bw==")
+    return holder, job
+
+
+@override_settings(RATELIMIT_REPLIES_PER_CARDHOLDER=(1, 600))
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("path", "as_json"),
+    [("/api/jobs/{}/reply/", True), ("/jobs/{}/reply/", False)],
+    ids=["api", "page"],
+)
+def test_replies_over_the_limit_get_429_on_every_reply_path(
+    client, prompted_job, path, as_json
+):
+    holder, job = prompted_job
+    client.force_login(holder.user)
+    body = {"envelope_id": "ZW52ZWxvcGUtb25lLXR3bw==", "tfa": "1234"}
+    statuses = []
+    for _ in range(2):
+        if as_json:
+            response = client.post(
+                path.format(job.pk),
+                data={"envelope_id": body["envelope_id"], "account_link": {"tfa": "1"}},
+                content_type="application/json",
+            )
+        else:
+            response = client.post(path.format(job.pk), data=body)
+        statuses.append(response.status_code)
+    assert statuses[0] != 429
+    assert statuses[1] == 429
+    assert response["Retry-After"]
