@@ -75,3 +75,13 @@ def portal_on_sandbox(sandbox: RunningSandbox, settings) -> Iterator[RunningSand
     _reset_portal_clients()
     yield sandbox
     _reset_portal_clients()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit counters and CardSavr reachability live in the cache; each
+    test starts without what an earlier one left there."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
