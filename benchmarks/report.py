@@ -167,7 +167,16 @@ def rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
     for label, key, naive_key, target, check in ROWS:
         value = _number(results.get(key))
         naive = _number(results.get(naive_key)) if naive_key else None
-        ratio = naive / value if value and naive is not None else None
+        # A ratio of slopes, or of a count the naive poller does not reach,
+        # means nothing.
+        meaningful = check is not None and (
+            check[0] == "ratio" or "ms" in label or "bytes" in label
+        )
+        ratio = (
+            naive / value
+            if meaningful and value and value > 0 and naive and naive > 0
+            else None
+        )
         met = ""
         if check is not None and value is not None:
             subject, op, bound = check
