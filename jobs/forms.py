@@ -5,6 +5,8 @@ import re
 from django import forms
 from django.utils import timezone
 
+from jobs.services import luhn_ok
+
 # CardSavr names account_link fields with short identifiers; anything else is
 # refused rather than turned into a form field name.
 KEY_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -18,18 +20,6 @@ class NeverRedisplayedInput(forms.TextInput):
 
     def format_value(self, value):
         return None
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
 
 
 def _text(label: str, autocomplete: str, max_length: int = 100, **attrs) -> forms.Field:

@@ -1093,7 +1093,7 @@ async def refresh_job(job_id: int) -> Job:
 # -- cards and cardholders ------------------------------------------------
 
 
-def _luhn_ok(number: str) -> bool:
+def luhn_ok(number: str) -> bool:
     total = 0
     for index, char in enumerate(reversed(number)):
         digit = int(char)
@@ -1142,7 +1142,7 @@ def validate_card(
     digits = "".join(ch for ch in str(pan or "") if ch not in " -")
     if not digits.isdigit() or not 12 <= len(digits) <= 19:
         raise InvalidInput("Enter the card number: 12 to 19 digits.", field="pan")
-    if not _luhn_ok(digits):
+    if not luhn_ok(digits):
         raise InvalidInput(
             "This card number is not valid; check it for a typo.", field="pan"
         )
