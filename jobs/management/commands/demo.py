@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import urllib.parse
 from argparse import ArgumentParser
@@ -127,18 +126,12 @@ def sandbox_engine(config: SandboxConfig) -> Engine:
     remembers them, and its CardSavr ids are unique.
     """
     engine = Engine(config)
-    highest = {
-        "cardholder": Cardholder.objects.aggregate(m=Max("cardsavr_id"))["m"],
-        "card": Card.objects.aggregate(m=Max("cardsavr_id"))["m"],
-        "account": Job.objects.aggregate(m=Max("account_id"))["m"],
-        "job": Job.objects.aggregate(m=Max("cardsavr_id"))["m"],
-    }
-    for kind, value in highest.items():
-        if value is not None:
-            # TODO: use a sandbox option for the first ids once it has one;
-            # until then this reaches into the engine's id counters.
-            first = next(engine._ids[kind])
-            engine._ids[kind] = itertools.count(max(first, value + 1))
+    engine.start_ids_after(
+        cardholder=Cardholder.objects.aggregate(m=Max("cardsavr_id"))["m"],
+        card=Card.objects.aggregate(m=Max("cardsavr_id"))["m"],
+        account=Job.objects.aggregate(m=Max("account_id"))["m"],
+        job=Job.objects.aggregate(m=Max("cardsavr_id"))["m"],
+    )
     return engine
 
 
