@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 
 import httpx
 import pytest
@@ -127,7 +128,8 @@ async def test_fault_with_duration_expires_with_the_clock(
 async def _control(sandbox, method: str, path: str, key: str | None, body=None):
     headers = {"x-sandbox-key": key} if key else {}
     async with httpx.AsyncClient(
-        base_url=sandbox.url.rstrip("/"), verify=sandbox.ca_file
+        base_url=sandbox.url.rstrip("/"),
+        verify=ssl.create_default_context(cafile=sandbox.ca_file),
     ) as http:
         return await http.request(method, path, json=body, headers=headers)
 

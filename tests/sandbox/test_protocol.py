@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 
 import httpx
 import pytest
@@ -159,7 +160,9 @@ async def test_unknown_endpoint_is_404(live_client):
 
 
 async def test_plain_https_client_trusts_the_sandbox_certificate(sandbox):
-    async with httpx.AsyncClient(verify=sandbox.ca_file) as http:
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=sandbox.ca_file)
+    ) as http:
         response = await http.get(sandbox.url)
 
     assert response.status_code == 200

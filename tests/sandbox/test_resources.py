@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 
 import httpx
 
@@ -38,7 +39,9 @@ async def test_merchant_site_carries_logo_tags_and_account_link(live_client):
 
 async def test_logo_url_serves_an_svg_tile(live_client, sandbox):
     site = (await live_client.call("GET", "/merchant_sites/5")).body
-    async with httpx.AsyncClient(verify=sandbox.ca_file) as http:
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=sandbox.ca_file)
+    ) as http:
         response = await http.get(site["images"][0]["url"])
 
     assert response.status_code == 200

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -144,7 +145,9 @@ async def test_serve_runs_inside_an_existing_event_loop(tmp_path):
             if ca_file.exists():
                 break
             await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(verify=str(ca_file)) as http:
+        async with httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=str(ca_file))
+        ) as http:
             for _ in range(200):
                 try:
                     response = await http.get(f"https://127.0.0.1:{port}/")
@@ -189,7 +192,10 @@ def test_runsandbox_command_serves_with_the_portal_settings(tmp_path):
             if (tmp_path / "ca.pem").exists():
                 try:
                     text = httpx.get(
-                        f"https://127.0.0.1:{port}/", verify=str(tmp_path / "ca.pem")
+                        f"https://127.0.0.1:{port}/",
+                        verify=ssl.create_default_context(
+                            cafile=str(tmp_path / "ca.pem")
+                        ),
                     ).text
                     break
                 except httpx.TransportError:

@@ -7,6 +7,7 @@ tests can tamper with requests; it uses cardsavr.crypto for every algorithm.
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -32,7 +33,9 @@ class WireClient:
         self.key = self.config.app_key
         self.token = "null"
         self.http = httpx.AsyncClient(
-            base_url=sandbox.url.rstrip("/"), verify=sandbox.ca_file, timeout=10.0
+            base_url=sandbox.url.rstrip("/"),
+            verify=ssl.create_default_context(cafile=sandbox.ca_file),
+            timeout=10.0,
         )
         self.last_request: httpx.Request | None = None
 
