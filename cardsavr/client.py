@@ -588,6 +588,21 @@ class CardSavrClient:
             paging["is_descending"] = False
         return _compact(paging)
 
+    @classmethod
+    def _page(
+        cls, answer: _Answer, factory: Any, path: str, page: int, page_length: int
+    ) -> Page:
+        items = [
+            cls._parse(factory, item, "GET", path)
+            for item in cls._list(answer, "GET", path)
+        ]
+        return Page(
+            items=items,
+            page=page,
+            page_length=page_length,
+            total_results=cls._total_results(answer.headers),
+        )
+
     @staticmethod
     def _total_results(headers: httpx.Headers) -> int | None:
         with contextlib.suppress(ValueError, TypeError):
@@ -664,16 +679,7 @@ class CardSavrClient:
             headers={"x-cardsavr-paging": self._paging_header(page, page_length, sort)},
             retry=True,
         )
-        items = [
-            self._parse(MerchantSite.from_json, item, "GET", path)
-            for item in self._list(answer, "GET", path)
-        ]
-        return Page(
-            items=items,
-            page=page,
-            page_length=page_length,
-            total_results=self._total_results(answer.headers),
-        )
+        return self._page(answer, MerchantSite.from_json, path, page, page_length)
 
     async def get_merchant_site(self, site_id: int) -> MerchantSite:
         path = f"/merchant_sites/{int(site_id)}"
@@ -950,16 +956,7 @@ class CardSavrClient:
         }
         path = JOBS_PATH
         answer = await self._call("GET", path, query=query, headers=headers, retry=True)
-        items = [
-            self._parse(Job.from_json, item, "GET", path)
-            for item in self._list(answer, "GET", path)
-        ]
-        return Page(
-            items=items,
-            page=page,
-            page_length=page_length,
-            total_results=self._total_results(answer.headers),
-        )
+        return self._page(answer, Job.from_json, path, page, page_length)
 
     async def cancel_job(self, job_id: int) -> Job:
         path = f"{JOBS_PATH}/{int(job_id)}"
