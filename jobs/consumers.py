@@ -38,6 +38,9 @@ def _snapshot(cardholder) -> dict:
 
 class JobsConsumer(AsyncJsonWebsocketConsumer):
     groups: list[str] = []
+    # Pushes that arrive while a snapshot is being read wait here, so that no
+    # update goes out ahead of an older snapshot and is undone by it.
+    held: list[dict] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -54,15 +57,46 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
             events.user_group(user.pk),
             events.BROADCAST_GROUP,
         ]
+        self.held = []
+        # The embedded mode's layer can hand pushes over without the receive
+        # loop (jobs/layers.py); other layers queue them for dispatch().
+        attach = getattr(self.channel_layer, "attach", None)
+        if attach is not None:
+            attach(self.channel_name, self.push, PUSH_EVENTS)
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        await self.send_json(await _snapshot(cardholder))
+        await self.send_snapshot()
         logger.info("Jobs socket opened for cardholder %s", cardholder.pk)
 
     async def disconnect(self, code: int) -> None:
+        detach = getattr(self.channel_layer, "detach", None)
+        if detach is not None:
+            detach(self.channel_name)
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def send_snapshot(self) -> None:
+        if self.held is None:
+            self.held = []
+        try:
+            await self.send_json(await _snapshot(self.cardholder))
+        finally:
+            # Sending may let more pushes in; the list is empty before it goes.
+            while self.held:
+                waiting, self.held = self.held, []
+                for message in waiting:
+                    await self.deliver(message)
+            self.held = None
+
+    async def push(self, message: dict) -> None:
+        if self.held is not None:
+            self.held.append(message)
+            return
+        await self.deliver(message)
+
+    async def deliver(self, message: dict) -> None:
+        await getattr(self, get_handler_name(message))(message)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         if bytes_data is not None or text_data is None:
@@ -83,7 +117,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(content, dict):
             return
         if content.get("type") == "resync":
-            await self.send_json(await _snapshot(self.cardholder))
+            await self.send_snapshot()
         # Anything else is ignored: the socket only carries pushes.
 
     async def dispatch(self, message: dict) -> None:
@@ -92,7 +126,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
         # touch no database, and with a thousand sockets those round trips
         # were most of the cost of a poll tick's pushes (docs/benchmarks.md).
         if message["type"] in PUSH_EVENTS:
-            await getattr(self, get_handler_name(message))(message)
+            await self.push(message)
             return
         await super().dispatch(message)
 

@@ -78,3 +78,106 @@ async def test_the_sweep_runs_at_most_once_per_interval():
     await layer.group_send("other", {"type": "x"})
 
     assert "kept!1" in layer.groups["g"]
+
+
+async def test_attached_handler_gets_its_types_without_the_queue(layer):
+    got = []
+
+    async def handler(message):
+        got.append(message)
+
+    layer.attach("a!1", handler, {"job.changed"})
+    await layer.group_add("g", "a!1")
+
+    await layer.group_send("g", {"type": "job.changed", "n": 1})
+
+    assert got == [{"type": "job.changed", "n": 1}]
+    assert "a!1" not in layer.channels
+
+
+async def test_attached_channel_still_queues_other_types(layer):
+    async def handler(message):
+        raise AssertionError("not for the handler")
+
+    layer.attach("a!1", handler, {"job.changed"})
+    await layer.group_add("g", "a!1")
+
+    await layer.group_send("g", {"type": "session.revoked"})
+
+    assert await layer.receive("a!1") == {"type": "session.revoked"}
+
+
+async def test_detached_channel_gets_its_pushes_queued_again(layer):
+    got = []
+
+    async def handler(message):
+        got.append(message)
+
+    layer.attach("a!1", handler, {"job.changed"})
+    layer.detach("a!1")
+    await layer.group_add("g", "a!1")
+
+    await layer.group_send("g", {"type": "job.changed"})
+
+    assert got == []
+    assert await layer.receive("a!1") == {"type": "job.changed"}
+
+
+async def test_a_failing_handler_does_not_keep_the_push_from_other_members(layer):
+    got = []
+
+    async def broken(message):
+        raise ConnectionError("socket gone")
+
+    async def handler(message):
+        got.append(message)
+
+    layer.attach("a!1", broken, {"x"})
+    layer.attach("b!1", handler, {"x"})
+    await layer.group_add("g", "a!1")
+    await layer.group_add("g", "b!1")
+
+    await layer.group_send("g", {"type": "x"})
+
+    assert got == [{"type": "x"}]
+
+
+def test_a_group_send_from_another_loop_runs_the_handler_on_its_own_loop():
+    layer = LocalChannelLayer()
+    home = asyncio.new_event_loop()
+    ran_on = []
+
+    async def handler(message):
+        ran_on.append(asyncio.get_running_loop())
+
+    async def attach():
+        layer.attach("a!1", handler, {"x"})
+        await layer.group_add("g", "a!1")
+
+    try:
+        home.run_until_complete(attach())
+        asyncio.run(layer.group_send("g", {"type": "x"}))
+        home.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        home.close()
+
+    assert ran_on == [home]
+
+
+def test_a_group_send_to_a_handler_whose_loop_closed_detaches_it():
+    layer = LocalChannelLayer()
+    home = asyncio.new_event_loop()
+
+    async def handler(message):
+        raise AssertionError("its loop is closed")
+
+    async def attach():
+        layer.attach("a!1", handler, {"x"})
+        await layer.group_add("g", "a!1")
+
+    home.run_until_complete(attach())
+    home.close()
+
+    asyncio.run(layer.group_send("g", {"type": "x"}))
+
+    assert "a!1" not in layer._attached

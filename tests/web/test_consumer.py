@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from cardsavr_portal.asgi import application
-from jobs import events, selectors
+from jobs import consumers, events, selectors
 
 from .factories import PASSWORD, TFA_LINK, make_cardholder, make_job
 
@@ -91,6 +91,49 @@ async def test_own_job_change_is_sent_as_job_updated():
     message = await socket.receive_json_from(timeout=5)
     assert message == {"type": events.JOB_UPDATED, "job": payload}
     await socket.disconnect()
+
+
+async def test_push_landing_while_the_snapshot_is_read_follows_the_snapshot(
+    monkeypatch,
+):
+    holder, job, client = await logged_in("alice")
+    payload = await sync_to_async(selectors.job_payload_by_id)(job.pk)
+    newer = {**payload, "version": payload["version"] + 1}
+    read_snapshot = consumers._snapshot
+
+    async def snapshot_overtaken_by_a_push(cardholder):
+        snapshot = await read_snapshot(cardholder)
+        await get_channel_layer().group_send(
+            events.cardholder_group(holder.pk),
+            {"type": events.JOB_CHANGED_EVENT, "job": newer},
+        )
+        return snapshot
+
+    monkeypatch.setattr(consumers, "_snapshot", snapshot_overtaken_by_a_push)
+    socket, _, _ = await open_socket(client)
+
+    first = await socket.receive_json_from(timeout=5)
+    second = await socket.receive_json_from(timeout=5)
+
+    assert first["type"] == events.SNAPSHOT
+    assert second == {"type": events.JOB_UPDATED, "job": newer}
+    await socket.disconnect()
+
+
+async def test_closed_socket_no_longer_takes_pushes():
+    holder, job, client = await logged_in("alice")
+    socket, _, _ = await open_socket(client)
+    await socket.receive_json_from(timeout=5)
+    layer = get_channel_layer()
+    attached = set(layer._attached)
+
+    await socket.disconnect()
+
+    assert attached and not set(layer._attached) & attached
+    await layer.group_send(
+        events.cardholder_group(holder.pk),
+        {"type": events.JOB_CHANGED_EVENT, "job": {"id": job.pk, "version": 9}},
+    )
 
 
 async def test_another_cardholders_job_change_is_not_sent():
