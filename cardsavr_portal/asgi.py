@@ -7,17 +7,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cardsavr_portal.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from cardsavr_portal.websocket_auth import WebsocketAuthMiddleware  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )

@@ -70,6 +70,21 @@ async def test_forged_session_cookie_is_refused():
     await socket.disconnect()
 
 
+async def test_session_from_before_a_password_change_is_refused():
+    holder, _, cookie = await cardholder_with_job("alice")
+
+    @sync_to_async
+    def change_password():
+        holder.user.set_password("a-new-long-passphrase")
+        holder.user.save()
+
+    await change_password()
+    socket = communicator(cookie)
+    connected, code = await socket.connect()
+    assert (connected, code) == (False, 4401)
+    await socket.disconnect()
+
+
 async def test_snapshot_holds_only_the_cardholders_own_jobs():
     _, alice_job, cookie = await cardholder_with_job("alice")
     await cardholder_with_job("bob")
