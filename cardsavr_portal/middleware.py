@@ -7,8 +7,7 @@ and keeps pages and API answers out of every cache: prompt pages show what
 CardSavr asked a cardholder, and a shared or back-button cache must not.
 """
 
-from collections.abc import Callable
-
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
@@ -44,12 +43,26 @@ def content_security_policy(request: HttpRequest) -> str:
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+    # Both modes, so that under ASGI an async view's request is not carried to
+    # a worker thread and back just for these headers.
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
         self.get_response = get_response
         self.static_prefix = settings.STATIC_URL or "/static/"
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.add_headers(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self.add_headers(request, await self.get_response(request))
+
+    def add_headers(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = content_security_policy(request)
         response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)

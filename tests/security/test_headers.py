@@ -110,3 +110,24 @@ def test_pages_need_nothing_the_policy_forbids(client, path):
     assert INLINE_SCRIPT.findall(html) == []
     assert INLINE_HANDLER.findall(html) == []
     assert INLINE_STYLE.findall(html) == []
+
+
+async def test_async_requests_get_the_headers_without_leaving_the_event_loop():
+    async def view(request):
+        return JsonResponse({"ok": True})
+
+    middleware = SecurityHeadersMiddleware(view)
+    request = RequestFactory().get("/api/jobs/", HTTP_HOST="127.0.0.1")
+
+    response = await middleware(request)
+
+    assert "connect-src 'self' ws://127.0.0.1;" in response["Content-Security-Policy"]
+    assert "no-store" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
+async def test_api_answers_over_asgi_carry_the_policy(async_client):
+    response = await async_client.get("/api/jobs/")
+
+    assert response.status_code == 401
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
