@@ -95,6 +95,29 @@ class Tracked:
     had_requests: bool
 
 
+@dataclass(slots=True)
+class _PayloadSource:
+    """The fields serializers.job_payload reads, for a job the tracker holds
+    whole. Building a Job model instance instead was most of a tick's write
+    time (20 µs per changed job)."""
+
+    pk: int
+    merchant_site: MerchantSite
+    status: str
+    status_message: str
+    percent_complete: float
+    auth_percent_complete: float
+    termination_type: str
+    outcome: str
+    deadline: datetime | None
+    version: int
+    created_at: datetime | None
+    # Tracked jobs are active: a vanished job is no longer tracked.
+    vanished_at: None = None
+
+    is_terminated = Job.is_terminated
+
+
 def _seconds(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
@@ -397,11 +420,9 @@ class JobTracker:
                 self.sites[site.pk] = site
         pushes = []
         for tracked in plain:
-            job = Job(
-                id=tracked.pk,
-                cardsavr_id=tracked.cardsavr_id,
-                cardholder_id=tracked.cardholder_id,
-                merchant_site_id=tracked.merchant_site_id,
+            job = _PayloadSource(
+                pk=tracked.pk,
+                merchant_site=self.sites[tracked.merchant_site_id],
                 status=tracked.status,
                 status_message=tracked.status_message,
                 percent_complete=tracked.percent_complete,
@@ -412,7 +433,6 @@ class JobTracker:
                 version=tracked.version,
                 created_at=_moment(tracked.created_at),
             )
-            job.merchant_site = self.sites[tracked.merchant_site_id]
             pushes.append(
                 (
                     events.cardholder_group(tracked.cardholder_id),

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
 from cardsavr.client import CardSavrClient
-from jobs import events
+from jobs import events, selectors
 from jobs.models import Cardholder, Job, JobEvent, MerchantSite
 from jobs.poller import Poller
 from tests.client.conftest import FakeCardSavr, Reply, job_json, make_config
@@ -139,6 +139,29 @@ async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
     pushed = await layer.receive(channel)
     assert pushed["job"]["status_message"] == "Signing in."
     assert pushed["job"]["version"] == stored.version
+
+
+async def test_fast_path_push_is_the_payload_the_database_gives(fake):
+    _, upstream, _ = fake
+    poller, [job] = await _mirrored(fake)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.cardholder_group(job.cardholder_id), channel)
+    upstream.set(
+        job.cardsavr_id,
+        T0 + timedelta(seconds=1),
+        status="UPDATING",
+        status_message="Saving the card.",
+        percent_complete=80,
+        job_timeout=240_000,
+    )
+
+    await poller.tick()
+
+    pushed = (await layer.receive(channel))["job"]
+    stored = await sync_to_async(selectors.job_payload_by_id)(job.pk)
+    assert abs(pushed.pop("seconds_left") - stored.pop("seconds_left")) <= 1
+    assert pushed == stored
 
 
 async def test_row_written_elsewhere_meanwhile_is_mirrored_without_losing_that_write(
