@@ -657,7 +657,8 @@ def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
     Job.objects.filter(pk=job.pk).update(
         version=F("version") + 1, updated_at=timezone.now()
     )
-    _push_payload(job.cardholder_id, payload_for(jobs_for_payload().get(pk=job.pk)))
+    # The claimed state is pushed once the answer has gone (_put_answer):
+    # building the payload here would hold the answer back.
     return _Claim(
         request_pk=request.pk,
         job_pk=job.pk,
@@ -764,12 +765,25 @@ async def _reread(
 
 
 @sensitive_variables("account_link")
-async def _forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
-    """Send a claimed reply to CardSavr exactly once and record the result."""
+async def _put_answer(claim: _Claim, account_link: dict[str, str]) -> None:
     try:
         await get_client().answer_credential_request(
             claim.cardsavr_job_id, claim.envelope_id, account_link
         )
+    finally:
+        # Whatever CardSavr said, the claim comes first on the cardholder's
+        # pages (its version is the next one), then what became of it.
+        try:
+            await sync_to_async(_push_claimed)(claim.job_pk)
+        except Exception:
+            logger.warning("Push of job %s failed", claim.job_pk, exc_info=True)
+
+
+@sensitive_variables("account_link")
+async def _forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
+    """Send a claimed reply to CardSavr exactly once and record the result."""
+    try:
+        await _put_answer(claim, account_link)
     except (CardSavrValidationError, NotFoundError) as exc:
         logger.warning(
             "CardSavr refused the reply to job %s (%s)", claim.job_pk, exc.status
@@ -808,6 +822,11 @@ async def _forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
     await sync_to_async(_finish_reply)(claim, ReplyState.SENT, push=False)
     logger.info("Reply to job %s sent (%s)", claim.job_pk, ",".join(claim.field_names))
     return await _reread(claim.job_pk, claim.cardsavr_job_id, source="reply", push=True)
+
+
+def _push_claimed(job_pk: int) -> None:
+    job = jobs_for_payload().get(pk=job_pk)
+    _push_payload(job.cardholder_id, payload_for(job))
 
 
 @sensitive_variables("account_link")
