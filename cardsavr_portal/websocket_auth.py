@@ -34,8 +34,8 @@ def session_key_from(scope: dict[str, Any]) -> str | None:
     return None
 
 
-@database_sync_to_async
-def user_for_session(session_key: str | None):
+def session_user(session_key: str | None):
+    """The user signed in by this session now, or AnonymousUser."""
     if not session_key:
         return AnonymousUser()
     store = import_module(settings.SESSION_ENGINE).SessionStore
@@ -49,5 +49,9 @@ class WebsocketAuthMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        user = await user_for_session(session_key_from(scope))
-        return await self.inner({**scope, "user": user}, receive, send)
+        session_key = session_key_from(scope)
+        user = await database_sync_to_async(session_user)(session_key)
+        # The key stays in the scope so a consumer can check, before acting
+        # for the user, that the session has not ended since (session_user).
+        scope = {**scope, "user": user, "session_key": session_key}
+        return await self.inner(scope, receive, send)

@@ -235,19 +235,8 @@ async def job_reply(
     request: HttpRequest, cardholder: Cardholder, job_id: int
 ) -> JsonResponse:
     data = _json_object(request)
-    envelope_id = data.get("envelope_id")
-    if not isinstance(envelope_id, str) or not services.ENVELOPE_ID_RE.match(
-        envelope_id
-    ):
-        raise services.InvalidInput(
-            "The question this answers is missing; reload the page.",
-            field="envelope_id",
-        )
-    account_link = data.get("account_link")
-    if not isinstance(account_link, dict):
-        raise services.InvalidInput(
-            "Send the answer as an object of fields.", field="account_link"
-        )
+    envelope_id, account_link = data.get("envelope_id"), data.get("account_link")
+    services.check_reply_shape(envelope_id, account_link)
     job = await services.submit_reply(cardholder, job_id, envelope_id, account_link)
     return JsonResponse(await sync_to_async(_payload_json)(job), status=202)
 

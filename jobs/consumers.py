@@ -1,18 +1,29 @@
-"""The cardholder's live view of their jobs over one websocket."""
+"""The cardholder's live view of their jobs over one websocket.
+
+The server sends a snapshot on connect and on `{"type": "resync"}`, then each
+job change and CardSavr's reachability as they happen. The page also sends its
+answers here while the socket is open: `{"type": "reply", "ref", "job_id",
+"envelope_id", "account_link"}`, answered by `{"type": "reply.result", "ref",
+"ok", "status", "error", "field"}` with the statuses of the HTTP API.
+"""
 
 import json
 import logging
+from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.views.decorators.debug import sensitive_variables
 
-from jobs import events, selectors
+from cardsavr_portal.websocket_auth import session_user
+from jobs import events, ratelimit, selectors, services
 
 logger = logging.getLogger(__name__)
 
-# Browsers only ever send tiny control messages; anything larger is not ours.
-MAX_FRAME_BYTES = 4 * 1024
+# Browsers send resyncs and answers (a few fields of 256 characters at most,
+# as the HTTP API's 16 KiB body); anything larger is not ours.
+MAX_FRAME_BYTES = 16 * 1024
 
 PUSH_EVENTS = frozenset({events.JOB_CHANGED_EVENT, events.UPSTREAM_CHANGED_EVENT})
 
@@ -25,6 +36,30 @@ CLOSE_FRAME_TOO_BIG = 1009
 @database_sync_to_async
 def _cardholder_for(user):
     return selectors.cardholder_for_user(user)
+
+
+class _SessionEnded(Exception):
+    pass
+
+
+class _RateLimited(Exception):
+    def __init__(self, wait: int) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+@database_sync_to_async
+@sensitive_variables("account_link")
+def _claim_reply(scope: dict, cardholder, job_id: Any, envelope_id, account_link):
+    """The checks an HTTP reply passes through (session, rate limit), then the
+    claim, in one trip to the database thread."""
+    user = session_user(scope.get("session_key"))
+    if not user.is_authenticated or user.pk != scope["user"].pk:
+        raise _SessionEnded
+    wait = ratelimit.reply_retry_after(user.pk)
+    if wait is not None:
+        raise _RateLimited(wait)
+    return services.claim_reply(cardholder, job_id, envelope_id, account_link)
 
 
 @database_sync_to_async
@@ -116,9 +151,49 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs) -> None:
         if not isinstance(content, dict):
             return
-        if content.get("type") == "resync":
+        kind = content.get("type")
+        if kind == events.RESYNC:
             await self.send_snapshot()
-        # Anything else is ignored: the socket only carries pushes.
+        elif kind == events.REPLY:
+            await self.reply(content)
+        # Anything else is ignored.
+
+    @sensitive_variables("content", "account_link")
+    async def reply(self, content: dict) -> None:
+        """Answer a job's question, as POST /api/jobs/<id>/reply/ does; the
+        page sends its answers here while the socket is open."""
+        ref = content.get("ref")
+        result: dict[str, Any] = {
+            "type": events.REPLY_RESULT,
+            "ref": ref if isinstance(ref, str) and len(ref) <= 64 else None,
+        }
+        job_id, envelope_id = content.get("job_id"), content.get("envelope_id")
+        account_link = content.get("account_link")
+        try:
+            if not isinstance(job_id, int) or isinstance(job_id, bool):
+                raise services.JobNotFound("This update does not exist.")
+            services.check_reply_shape(envelope_id, account_link)
+            claim = await _claim_reply(
+                self.scope, self.cardholder, job_id, envelope_id, account_link
+            )
+            await services.forward_reply(claim, account_link)
+        except _SessionEnded:
+            await self.close(code=CLOSE_SESSION_REVOKED)
+            return
+        except _RateLimited as exc:
+            result.update(
+                ok=False,
+                status=429,
+                error=ratelimit.reply_rate_limited_message(exc.wait),
+                field=None,
+            )
+        except services.ServiceError as exc:
+            result.update(
+                ok=False, status=exc.status, error=exc.message, field=exc.field
+            )
+        else:
+            result.update(ok=True, status=202)
+        await self.send_json(result)
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before every handler, a

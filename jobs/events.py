@@ -7,6 +7,11 @@ Consumers, services and tests import these names; none spells them itself.
 SNAPSHOT = "jobs.snapshot"
 JOB_UPDATED = "job.updated"
 UPSTREAM_STATE = "upstream.state"
+REPLY_RESULT = "reply.result"
+
+# Websocket message types browsers send.
+RESYNC = "resync"
+REPLY = "reply"
 
 # Channel-layer event types (dispatched to consumer methods by Channels).
 JOB_CHANGED_EVENT = "job.changed"

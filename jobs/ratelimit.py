@@ -173,10 +173,14 @@ def reply_retry_after(user_id: int) -> int | None:
     return wait
 
 
-def reply_rate_limited_response(request: HttpRequest, wait: int) -> HttpResponse:
-    message = (
+def reply_rate_limited_message(wait: int) -> str:
+    return (
         f"Too many answers sent in a short time. Wait {_minutes(wait)} and try again."
     )
+
+
+def reply_rate_limited_response(request: HttpRequest, wait: int) -> HttpResponse:
+    message = reply_rate_limited_message(wait)
     if request.path.startswith("/api/") or "json" in request.headers.get("Accept", ""):
         response: HttpResponse = JsonResponse(
             {"error": message, "field": None}, status=429

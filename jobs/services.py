@@ -610,9 +610,25 @@ def validate_reply(definitions: list[dict[str, Any]], account_link: Any) -> None
 
 
 @sensitive_variables("account_link")
-def _claim_reply(
+def check_reply_shape(envelope_id: Any, account_link: Any) -> None:
+    """What any reply must look like before its question is even looked up."""
+    if not isinstance(envelope_id, str) or not ENVELOPE_ID_RE.match(envelope_id):
+        raise InvalidInput(
+            "The question this answers is missing; reload the page.",
+            field="envelope_id",
+        )
+    if not isinstance(account_link, dict):
+        raise InvalidInput(
+            "Send the answer as an object of fields.", field="account_link"
+        )
+
+
+@sensitive_variables("account_link")
+def claim_reply(
     cardholder: Cardholder, job_id: int, envelope_id: str, account_link: Any
 ) -> _Claim:
+    """Take the job's open question for this answer, once; forward_reply sends
+    it. A second claim of the same question raises ReplyConflict."""
     with transaction.atomic():
         job = (
             Job.objects.select_for_update()
@@ -780,7 +796,7 @@ async def _put_answer(claim: _Claim, account_link: dict[str, str]) -> None:
 
 
 @sensitive_variables("account_link")
-async def _forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
+async def forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
     """Send a claimed reply to CardSavr exactly once and record the result."""
     try:
         await _put_answer(claim, account_link)
@@ -833,10 +849,10 @@ def _push_claimed(job_pk: int) -> None:
 async def submit_reply(
     cardholder: Cardholder, job_id: int, envelope_id: str, account_link: dict[str, str]
 ) -> Job:
-    claim = await sync_to_async(_claim_reply)(
+    claim = await sync_to_async(claim_reply)(
         cardholder, job_id, envelope_id, account_link
     )
-    return await _forward_reply(claim, account_link)
+    return await forward_reply(claim, account_link)
 
 
 def _claim_push_approval(request_pk: int) -> _Claim | None:
@@ -870,7 +886,7 @@ async def acknowledge_push_approval(request_pk: int) -> bool:
         return False
     names = claim.field_names or (PUSH_APPROVAL_TYPE,)
     try:
-        await _forward_reply(claim, dict.fromkeys(names, PUSH_APPROVAL_ANSWER))
+        await forward_reply(claim, dict.fromkeys(names, PUSH_APPROVAL_ANSWER))
     except ServiceError:
         return False
     return True

@@ -11,6 +11,8 @@ const FINISHED = new Set(["success", "failed", "cancelled"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 30000;
+// Longer than the portal's own deadline for CardSavr's answer to a reply.
+const REPLY_TIMEOUT_MS = 60000;
 
 // ---------------------------------------------------------------- helpers
 
@@ -126,6 +128,8 @@ class JobsPage {
     this.stopped = false;
     this.reconnectTimer = null;
     this.lastResync = 0;
+    this.replySeq = 0;
+    this.pendingReplies = new Map(); // ref -> {resolve, timer}
     this.connection = document.getElementById("connection");
 
     this.readServerRender();
@@ -200,6 +204,7 @@ class JobsPage {
     socket.addEventListener("close", (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      this.dropPendingReplies();
       if (event.code === 4401 || event.code === 4403) {
         this.stopped = true;
         this.setConnection(
@@ -251,6 +256,8 @@ class JobsPage {
       this.applyUpdate(message.job);
     } else if (message.type === "upstream.state") {
       this.applyUpstream(message.state);
+    } else if (message.type === "reply.result") {
+      this.settleReply(message);
     }
   }
 
@@ -642,18 +649,16 @@ class JobsPage {
     error.hidden = true;
     form.dataset.sending = "1";
     button.disabled = true;
+    const answer = {
+      job_id: Number(form.dataset.jobId),
+      envelope_id: data.get("envelope_id"),
+      account_link: accountLink,
+    };
     try {
-      const response = await fetch(`/api/jobs/${form.dataset.jobId}/reply/`, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          "Content-Type": "application/json",
-          Accept: "application/json",
-          "X-CSRFToken": token,
-        },
-        body: JSON.stringify({ envelope_id: data.get("envelope_id"), account_link: accountLink }),
-      });
-      if (response.ok) {
+      const result = this.socketIsOpen()
+        ? await this.replyOverSocket(answer)
+        : await this.replyOverHttp(answer, token);
+      if (result.ok) {
         // Typed secrets leave the page as soon as they are sent.
         for (const input of form.querySelectorAll("input:not([type=hidden])")) input.value = "";
         prompt.dataset.sent = "1";
@@ -662,20 +667,83 @@ class JobsPage {
         announce("Sent. Waiting for the merchant to answer.");
         return;
       }
-      let body = {};
-      try {
-        body = await response.json();
-      } catch {
-        body = {};
-      }
-      this.showReplyError(form, error, response.status, body);
-    } catch {
-      setText(error, "Could not reach the portal. Check your connection and send again.");
+      this.showReplyError(form, error, result.status, result.body);
+    } catch (failure) {
+      setText(
+        error,
+        failure?.message === "unconfirmed"
+          ? "The connection dropped before the portal confirmed your answer. " +
+              "This page shows whether it arrived once it reconnects."
+          : "Could not reach the portal. Check your connection and send again.",
+      );
       error.hidden = false;
     } finally {
       delete form.dataset.sending;
       button.disabled = false;
     }
+  }
+
+  socketIsOpen() {
+    return Boolean(this.socket && this.socket.readyState === WebSocket.OPEN);
+  }
+
+  // While live, answers go over the open socket: no new request to set up,
+  // and the same checks as the HTTP API on the server.
+  replyOverSocket(answer) {
+    const ref = `reply-${++this.replySeq}`;
+    return new Promise((resolve, reject) => {
+      const timer = window.setTimeout(() => {
+        this.pendingReplies.delete(ref);
+        reject(new Error("unconfirmed"));
+      }, REPLY_TIMEOUT_MS);
+      this.pendingReplies.set(ref, { resolve, reject, timer });
+      this.socket.send(JSON.stringify({ type: "reply", ref, ...answer }));
+    });
+  }
+
+  settleReply(message) {
+    const pending = this.pendingReplies.get(message.ref);
+    if (!pending) return;
+    this.pendingReplies.delete(message.ref);
+    window.clearTimeout(pending.timer);
+    pending.resolve({
+      ok: message.ok === true,
+      status: message.status,
+      body: { error: message.error, field: message.field },
+    });
+  }
+
+  dropPendingReplies() {
+    for (const pending of this.pendingReplies.values()) {
+      window.clearTimeout(pending.timer);
+      pending.reject(new Error("unconfirmed"));
+    }
+    this.pendingReplies.clear();
+  }
+
+  async replyOverHttp(answer, token) {
+    const response = await fetch(`/api/jobs/${answer.job_id}/reply/`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRFToken": token,
+      },
+      body: JSON.stringify({
+        envelope_id: answer.envelope_id,
+        account_link: answer.account_link,
+      }),
+    });
+    let body = {};
+    if (!response.ok) {
+      try {
+        body = await response.json();
+      } catch {
+        body = {};
+      }
+    }
+    return { ok: response.ok, status: response.status, body };
   }
 
   showReplyError(form, error, status, body) {

@@ -249,3 +249,61 @@ def test_lost_connection_reconnects_and_catches_up(logged_in):
     assert page.locator(".connection").get_attribute("data-state") == "live"
     assert '{"type":"resync"}' in sockets[-1][1]
     assert_not_reloaded(page)
+
+
+def answer_code(page, site: str) -> None:
+    code = job_card(page, site).get_by_label("Verification code")
+    code.wait_for(timeout=JOB_TIMEOUT)
+    code.fill("1234")
+    page.get_by_role("button", name="Send code").click()
+
+
+def test_live_page_sends_its_answer_over_the_socket(logged_in):
+    frames = []
+    posts = []
+
+    def route(ws):
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: (frames.append(message), server.send(message)))
+
+    page = logged_in("/start/")
+    page.route_web_socket(re.compile(r"/ws/jobs/$"), route)
+    page.on("request", lambda r: posts.append(r.url) if "/reply/" in r.url else None)
+    start_job(page, "Amazon", username="good_email", password="tfa")
+    page.locator('.connection[data-state="live"]').wait_for()
+
+    answer_code(page, "Amazon")
+
+    expect_success(page, "Amazon")
+    assert [f for f in frames if '"type":"reply"' in f]
+    assert posts == []
+
+
+def test_page_without_its_socket_sends_the_answer_over_http(logged_in):
+    posts = []
+    held = []
+    page = logged_in("/start/")
+    # Every socket the page opens is closed (from the test: a handler cannot
+    # wait on the browser), so the page never goes live.
+    page.route_web_socket(re.compile(r"/ws/jobs/$"), lambda ws: held.append(ws))
+    page.on("request", lambda r: posts.append(r.url) if "/reply/" in r.url else None)
+    start_job(page, "Amazon", username="good_email", password="tfa")
+    code = job_card(page, "Amazon").get_by_label("Verification code")
+    # Without live updates only a reload shows the question.
+    for _ in range(40):
+        for _ in range(10):
+            while held:
+                held.pop().close()
+            page.wait_for_timeout(50)
+        if code.count():
+            break
+        page.reload()
+
+    while held:
+        held.pop().close()
+    assert page.locator(".connection").get_attribute("data-state") != "live"
+    code.fill("1234")
+    page.get_by_role("button", name="Send code").click()
+
+    page.get_by_text("Sent. Waiting for the merchant").first.wait_for(timeout=10_000)
+    assert [url for url in posts if "/api/jobs/" in url]

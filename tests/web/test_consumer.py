@@ -191,18 +191,18 @@ async def test_unknown_message_is_ignored():
     _, _, client = await logged_in("alice")
     socket, _, _ = await open_socket(client)
     await socket.receive_json_from(timeout=5)
-    await socket.send_json_to({"type": "reply", "envelope_id": "x", "tfa": "1"})
+    await socket.send_json_to({"type": "subscribe", "group": "cardholder.2"})
     assert await socket.receive_nothing(timeout=0.3)
     await socket.send_json_to({"type": "resync"})
     assert (await socket.receive_json_from(timeout=5))["type"] == events.SNAPSHOT
     await socket.disconnect()
 
 
-async def test_frame_over_4_kib_closes_the_socket():
+async def test_frame_over_16_kib_closes_the_socket():
     _, _, client = await logged_in("alice")
     socket, _, _ = await open_socket(client)
     await socket.receive_json_from(timeout=5)
-    await socket.send_to(text_data='{"type": "resync", "pad": "' + "x" * 4200 + '"}')
+    await socket.send_to(text_data='{"type": "resync", "pad": "' + "x" * 16_400 + '"}')
     assert await socket.receive_output(timeout=5) == {
         "type": "websocket.close",
         "code": 1009,
