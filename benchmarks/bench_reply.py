@@ -1,24 +1,29 @@
 """(d) A cardholder's reply reaching the server -> the PUT reaching CardSavr.
 
 The product's poller runs inside daphne over N busy jobs (the driver changes
-half of them a second) while cardholders answer one-time-code prompts through
-`POST /api/jobs/<id>/reply/`, one after another. The server stamps each reply
-as its request arrives; the sandbox stamps each PUT as it arrives.
+half of them a second) while cardholders answer one-time-code prompts, one
+after another, taking turns between the two ways the page sends an answer:
+over its open websocket (the live page's way, `reply.*` figures) and through
+`POST /api/jobs/<id>/reply/` (the way without a socket, `reply.http_*`). The
+server stamps each reply as its frame or request arrives; the sandbox stamps
+each PUT as it arrives.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
 import httpx
 from django.utils import timezone
+from websockets.sync.client import connect as websocket_connect
 
 from benchmarks import bench_poller, common, data
 from jobs.models import CredentialRequest
 
-FULL = {"busy": 1000, "replies": 60, "per_second": 500, "warmup": 3.0}
-SMOKE = {"busy": 20, "replies": 3, "per_second": 10, "warmup": 0.5}
+FULL = {"busy": 1000, "replies": 80, "per_second": 500, "warmup": 3.0}
+SMOKE = {"busy": 20, "replies": 4, "per_second": 10, "warmup": 0.5}
 CSRF = "benchcsrfsecretbenchcsrfsecret00"  # 32 characters, as Django's secret
 
 
@@ -62,23 +67,14 @@ def run(smoke: bool) -> dict:
             time.sleep(size["warmup"])
             sandbox.call(cmd="put_times")
             server.call(cmd="reply_arrivals")
-            statuses = []
+            statuses, ways = [], []
             rng = random.Random(3)
-            for row, session in zip(rows, sessions, strict=True):
-                with httpx.Client(
-                    base_url=f"http://127.0.0.1:{port}",
-                    cookies={"sessionid": session, "csrftoken": CSRF},
-                    timeout=60,
-                ) as client:
-                    answer = client.post(
-                        f"/api/jobs/{row.pk}/reply/",
-                        json={
-                            "envelope_id": envelopes[str(row.cardsavr_id)],
-                            "account_link": {"tfa": "1234"},
-                        },
-                        headers={"X-CSRFToken": CSRF},
-                    )
-                statuses.append(answer.status_code)
+            for number, (row, session) in enumerate(zip(rows, sessions, strict=True)):
+                envelope = envelopes[str(row.cardsavr_id)]
+                way = "socket" if number % 2 == 0 else "http"
+                reply = _reply_over_socket if way == "socket" else _reply_over_http
+                statuses.append(reply(port, session, row.pk, envelope))
+                ways.append(way)
                 # Replies land at random points of the poll tick.
                 time.sleep(rng.uniform(0.05, 0.4))
             arrivals = server.call(cmd="reply_arrivals")["arrivals"]
@@ -91,13 +87,53 @@ def run(smoke: bool) -> dict:
             f"replies answered {sorted(set(statuses))}; {len(arrivals)} arrived, "
             f"{len(puts)} PUTs reached the sandbox"
         )
-    delays = [
-        (put - arrived) / 1e6 for (_, arrived), put in zip(arrivals, puts, strict=True)
-    ]
-    return {
-        "reply.p50_ms": round(common.percentile(delays, 50), 2),
-        "reply.p99_ms": round(common.percentile(delays, 99), 2),
-        "reply.max_ms": round(max(delays), 2),
-        "reply.replies": len(delays),
-        "reply.busy_jobs": size["busy"],
-    }
+    delays: dict[str, list[float]] = {"socket": [], "http": []}
+    for way, (_, arrived), put in zip(ways, arrivals, puts, strict=True):
+        delays[way].append((put - arrived) / 1e6)
+    out = {"reply.busy_jobs": size["busy"]}
+    for way, prefix in (("socket", "reply."), ("http", "reply.http_")):
+        out[prefix + "p50_ms"] = round(common.percentile(delays[way], 50), 2)
+        out[prefix + "p99_ms"] = round(common.percentile(delays[way], 99), 2)
+        out[prefix + "max_ms"] = round(max(delays[way]), 2)
+        out[prefix + "replies"] = len(delays[way])
+    return out
+
+
+def _reply_over_socket(port: int, session: str, job_pk: int, envelope: str) -> int:
+    with websocket_connect(
+        f"ws://127.0.0.1:{port}/ws/jobs/",
+        origin=f"http://127.0.0.1:{port}",
+        additional_headers={"Cookie": f"sessionid={session}"},
+        compression=None,
+        open_timeout=60,
+    ) as socket:
+        socket.recv(timeout=60)  # the snapshot
+        socket.send(
+            json.dumps(
+                {
+                    "type": "reply",
+                    "ref": "bench",
+                    "job_id": job_pk,
+                    "envelope_id": envelope,
+                    "account_link": {"tfa": "1234"},
+                }
+            )
+        )
+        while True:
+            frame = json.loads(socket.recv(timeout=60))
+            if frame["type"] == "reply.result":
+                return frame["status"]
+
+
+def _reply_over_http(port: int, session: str, job_pk: int, envelope: str) -> int:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        cookies={"sessionid": session, "csrftoken": CSRF},
+        timeout=60,
+    ) as client:
+        answer = client.post(
+            f"/api/jobs/{job_pk}/reply/",
+            json={"envelope_id": envelope, "account_link": {"tfa": "1234"}},
+            headers={"X-CSRFToken": CSRF},
+        )
+    return answer.status_code

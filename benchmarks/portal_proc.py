@@ -49,7 +49,24 @@ class Bench:
             match = REPLY_PATH.match(scope.get("path", ""))
             if match and scope.get("method") == "POST":
                 self.reply_arrivals.append((int(match[1]), time.time_ns()))
+        elif scope["type"] == "websocket":
+            receive = self.stamp_replies(receive)
         return await portal_application(scope, receive, send)
+
+    def stamp_replies(self, receive):
+        """Stamp reply frames as the application takes them from daphne."""
+
+        async def stamped():
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text") or ""
+                if text.startswith('{"type": "reply"'):
+                    self.reply_arrivals.append(
+                        (json.loads(text)["job_id"], time.time_ns())
+                    )
+            return message
+
+        return stamped
 
     # Commands (each returns the JSON answer).
 

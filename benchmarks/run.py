@@ -52,7 +52,7 @@ REQUIRED = {
         "latency.pipeline_p99_ms",
         "latency.naive_p95_ms",
     ),
-    "reply": ("reply.p50_ms", "reply.p99_ms"),
+    "reply": ("reply.p50_ms", "reply.p99_ms", "reply.http_p50_ms", "reply.http_p99_ms"),
 }
 
 
