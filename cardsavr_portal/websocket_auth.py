@@ -3,7 +3,7 @@
 Channels' AuthMiddlewareStack does this too, but it also wraps `send` so that
 an HTTP response can save a changed session, and so checks the session on
 every frame the socket sends; with a poll tick pushing to a thousand sockets
-that check was a sixth of the push's cost (docs/benchmarks.md). A websocket
+that check was a fifth of the push's CPU (docs/benchmarks.md). A websocket
 never changes its session, so this middleware reads it once, at connect, and
 leaves `send` alone.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib import auth
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
@@ -34,7 +35,7 @@ def session_key_from(scope: dict[str, Any]) -> str | None:
     return None
 
 
-def session_user(session_key: str | None):
+def session_user(session_key: str | None) -> AbstractBaseUser | AnonymousUser:
     """The user signed in by this session now, or AnonymousUser."""
     if not session_key:
         return AnonymousUser()

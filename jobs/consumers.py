@@ -18,6 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from cardsavr_portal.websocket_auth import session_user
 from jobs import events, ratelimit, selectors, services
+from jobs.models import Cardholder
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,13 @@ class _RateLimited(Exception):
 
 @database_sync_to_async
 @sensitive_variables("account_link")
-def _claim_reply(scope: dict, cardholder, job_id: Any, envelope_id, account_link):
+def _claim_reply(
+    scope: dict[str, Any],
+    cardholder: Cardholder,
+    job_id: int,
+    envelope_id: str,
+    account_link: dict[str, str],
+) -> services.Claim:
     """The checks an HTTP reply passes through (session, rate limit), then the
     claim, in one trip to the database thread."""
     user = session_user(scope.get("session_key"))

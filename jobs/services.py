@@ -562,7 +562,9 @@ def apply_webhook_job(
 
 
 @dataclass(frozen=True)
-class _Claim:
+class Claim:
+    """A credential request taken for one answer; what forwarding it needs."""
+
     request_pk: int
     job_pk: int
     cardsavr_job_id: int
@@ -626,7 +628,7 @@ def check_reply_shape(envelope_id: Any, account_link: Any) -> None:
 @sensitive_variables("account_link")
 def claim_reply(
     cardholder: Cardholder, job_id: int, envelope_id: str, account_link: Any
-) -> _Claim:
+) -> Claim:
     """Take the job's open question for this answer, once; forward_reply sends
     it. A second claim of the same question raises ReplyConflict."""
     with transaction.atomic():
@@ -658,7 +660,7 @@ def claim_reply(
         return _claim(request, job, by="cardholder")
 
 
-def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
+def _claim(request: CredentialRequest, job: Job, *, by: str) -> Claim:
     """Claim an open request for one reply; the caller holds the job's lock."""
     # One conditional update decides who answers: a second reply to the same
     # envelope, even a concurrent one, finds it claimed and gets a conflict.
@@ -675,7 +677,7 @@ def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
     )
     # The claimed state is pushed once the answer has gone (_put_answer):
     # building the payload here would hold the answer back.
-    return _Claim(
+    return Claim(
         request_pk=request.pk,
         job_pk=job.pk,
         cardsavr_job_id=job.cardsavr_id,
@@ -686,7 +688,7 @@ def _claim(request: CredentialRequest, job: Job, *, by: str) -> _Claim:
 
 
 def _finish_reply(
-    claim: _Claim, reply_state: str, reply_error: str = "", *, push: bool = True
+    claim: Claim, reply_state: str, reply_error: str = "", *, push: bool = True
 ) -> None:
     """Record how CardSavr took the reply; a refused one is open again."""
     with transaction.atomic():
@@ -781,7 +783,7 @@ async def _reread(
 
 
 @sensitive_variables("account_link")
-async def _put_answer(claim: _Claim, account_link: dict[str, str]) -> None:
+async def _put_answer(claim: Claim, account_link: dict[str, str]) -> None:
     try:
         await get_client().answer_credential_request(
             claim.cardsavr_job_id, claim.envelope_id, account_link
@@ -796,7 +798,7 @@ async def _put_answer(claim: _Claim, account_link: dict[str, str]) -> None:
 
 
 @sensitive_variables("account_link")
-async def forward_reply(claim: _Claim, account_link: dict[str, str]) -> Job:
+async def forward_reply(claim: Claim, account_link: dict[str, str]) -> Job:
     """Send a claimed reply to CardSavr exactly once and record the result."""
     try:
         await _put_answer(claim, account_link)
@@ -855,7 +857,7 @@ async def submit_reply(
     return await forward_reply(claim, account_link)
 
 
-def _claim_push_approval(request_pk: int) -> _Claim | None:
+def _claim_push_approval(request_pk: int) -> Claim | None:
     job_pk = (
         CredentialRequest.objects.filter(pk=request_pk)
         .values_list("job_id", flat=True)

@@ -355,8 +355,9 @@ def test_artifacts_were_collected(canary_run):
         or b"UPDATE" in artifacts["pg_server_log"]
     )
     assert b"_auth_user_id" in artifacts["sessions_decoded"]
-    # Group memberships are gone once the page closed; the cache remains.
-    assert b"ratelimit" in artifacts["redis_keys"]
+    # Rate-limit counters were written (their keys may already have expired
+    # when the scan ran: a window can end between the flow and the scan).
+    assert b"ratelimit" in artifacts["log:redis-monitor"]
     assert b"ZADD" in artifacts["log:redis-monitor"].upper()
     assert b"DEBUG" in artifacts["log:web1"]
 

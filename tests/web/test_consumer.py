@@ -122,14 +122,16 @@ async def test_push_landing_while_the_snapshot_is_read_follows_the_snapshot(
 
 async def test_closed_socket_no_longer_takes_pushes():
     holder, job, client = await logged_in("alice")
+    layer = get_channel_layer()
+    before = set(layer._attached)
     socket, _, _ = await open_socket(client)
     await socket.receive_json_from(timeout=5)
-    layer = get_channel_layer()
-    attached = set(layer._attached)
+    attached = set(layer._attached) - before
 
     await socket.disconnect()
 
-    assert attached and not set(layer._attached) & attached
+    assert len(attached) == 1
+    assert not set(layer._attached) & attached
     await layer.group_send(
         events.cardholder_group(holder.pk),
         {"type": events.JOB_CHANGED_EVENT, "job": {"id": job.pk, "version": 9}},
