@@ -129,7 +129,7 @@ class JobsPage {
     this.reconnectTimer = null;
     this.lastResync = 0;
     this.replySeq = 0;
-    this.pendingReplies = new Map(); // ref -> {resolve, timer}
+    this.pendingReplies = new Map(); // ref -> {resolve, reject, timer}
     this.connection = document.getElementById("connection");
 
     this.readServerRender();
