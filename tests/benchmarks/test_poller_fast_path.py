@@ -88,6 +88,14 @@ async def _mirrored(fake, count: int = 1) -> tuple[Poller, list[Job]]:
     return poller, [await Job.objects.aget(pk=job.pk) for job in jobs]
 
 
+async def _pushes_to(job: Job):
+    """Listen to the job's cardholder group; returns the receive call."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.cardholder_group(job.cardholder_id), channel)
+    return lambda: layer.receive(channel)
+
+
 async def test_delta_tick_asks_only_for_jobs_updated_since_the_newest_seen(fake):
     server, _, _ = fake
     poller, _ = await _mirrored(fake)
@@ -115,9 +123,7 @@ async def test_unchanged_job_costs_no_write(fake):
 async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
     _, upstream, _ = fake
     poller, [job] = await _mirrored(fake)
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.cardholder_group(job.cardholder_id), channel)
+    receive = await _pushes_to(job)
     upstream.set(
         job.cardsavr_id,
         T0 + timedelta(seconds=1),
@@ -136,7 +142,7 @@ async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
     )
     event = await JobEvent.objects.filter(job=job).alatest("id")
     assert (event.kind, event.data["from"]) == (JobEvent.Kind.STATUS, "QUEUED")
-    pushed = await layer.receive(channel)
+    pushed = await receive()
     assert pushed["job"]["status_message"] == "Signing in."
     assert pushed["job"]["version"] == stored.version
 
@@ -144,9 +150,7 @@ async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
 async def test_fast_path_push_is_the_payload_the_database_gives(fake):
     _, upstream, _ = fake
     poller, [job] = await _mirrored(fake)
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.cardholder_group(job.cardholder_id), channel)
+    receive = await _pushes_to(job)
     upstream.set(
         job.cardsavr_id,
         T0 + timedelta(seconds=1),
@@ -158,7 +162,7 @@ async def test_fast_path_push_is_the_payload_the_database_gives(fake):
 
     await poller.tick()
 
-    pushed = (await layer.receive(channel))["job"]
+    pushed = (await receive())["job"]
     stored = await sync_to_async(selectors.job_payload_by_id)(job.pk)
     assert abs(pushed.pop("seconds_left") - stored.pop("seconds_left")) <= 1
     assert pushed == stored
