@@ -178,7 +178,10 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
         account_link = content.get("account_link")
         try:
             if not isinstance(job_id, int) or isinstance(job_id, bool):
-                raise services.JobNotFound("This update does not exist.")
+                raise services.InvalidInput(
+                    "The update this answers is missing; reload the page.",
+                    field="job_id",
+                )
             services.check_reply_shape(envelope_id, account_link)
             claim = await _claim_reply(
                 self.scope, self.cardholder, job_id, envelope_id, account_link

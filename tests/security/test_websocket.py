@@ -103,7 +103,12 @@ async def test_malformed_reply_gets_an_error_and_the_socket_keeps_working(frame)
     await socket.send_to(text_data=frame)
 
     result = await socket.receive_json_from(timeout=5)
-    assert (result["type"], result["ok"]) == (events.REPLY_RESULT, False)
+    assert (result["type"], result["ok"], result["status"]) == (
+        events.REPLY_RESULT,
+        False,
+        400,
+    )
+    assert result["field"] in {"job_id", "envelope_id"}
     assert result["error"]
     await socket.send_json_to({"type": "resync"})
     assert (await socket.receive_json_from(timeout=5))["type"] == events.SNAPSHOT
