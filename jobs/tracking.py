@@ -227,9 +227,13 @@ class JobTracker:
             recent = Job.objects.filter(
                 updated_at__gte=self.membership_mark - MEMBERSHIP_OVERLAP
             ).values_list("cardsavr_id", "version", "termination_type", "vanished_at")
+            # Streamed: in a busy tick this is every job written meanwhile,
+            # and a list of them all was the tick's largest allocation.
             stale = [
                 cardsavr_id
-                for cardsavr_id, version, termination, vanished_at in recent
+                for cardsavr_id, version, termination, vanished_at in recent.iterator(
+                    chunk_size=2000
+                )
                 if termination
                 or vanished_at is not None
                 or getattr(self.by_cardsavr_id.get(cardsavr_id), "version", None)
