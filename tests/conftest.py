@@ -85,3 +85,18 @@ def _fresh_cache() -> Iterator[None]:
 
     cache.clear()
     yield
+
+
+@pytest.fixture
+def one_ratelimit_window(monkeypatch):
+    """Put every attempt a test makes in one rate-limit window.
+
+    Windows end on the clock (quarter hours for sign-ins), so a test whose
+    attempts straddle an end sees its count start again.
+    """
+    from types import SimpleNamespace
+
+    from jobs import ratelimit
+
+    # Well inside the windows of every limit the tests use.
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: 1.8e9 + 7.0))

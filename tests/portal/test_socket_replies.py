@@ -162,6 +162,7 @@ async def test_socket_reply_after_the_session_ended_closes_the_socket(wallet, po
 
 
 @override_settings(RATELIMIT_REPLIES_PER_CARDHOLDER=(1, 600))
+@pytest.mark.usefixtures("one_ratelimit_window")
 async def test_socket_replies_over_the_limit_are_refused_with_429(wallet, portal):
     job, request = await waiting_for_tfa(wallet, Poller(interval=0.05))
     socket = await _socket(await _session_of(wallet))

@@ -10,6 +10,8 @@ from django.test import RequestFactory, override_settings
 
 from jobs import ratelimit
 
+pytestmark = pytest.mark.usefixtures("one_ratelimit_window")
+
 
 @pytest.fixture(autouse=True)
 def empty_cache():
