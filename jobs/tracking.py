@@ -6,9 +6,10 @@ keeps what the database holds for each active job in a small slotted object
 and, between full sweeps, asks CardSavr only for jobs updated since the last
 read (`last_updated_on_min`). A job whose CardSavr state equals its tracked
 state costs a few comparisons and no query. Jobs that only moved along (status,
-message, progress, deadline) are written together, one UPDATE per row guarded
-by the version the tracker saw, in one transaction, with their events in one
-bulk insert; their pushes leave after commit, straight from the event loop.
+message, progress, deadline) are written in chunks, one UPDATE per row guarded
+by the version the tracker saw and one bulk insert of their events per
+transaction; each chunk's pushes leave after its commit, straight from the
+event loop.
 Anything rarer (a question opened or closed, a job ending, a row someone else
 changed meanwhile) goes through services.apply_remote_job as before.
 """
@@ -49,6 +50,12 @@ SWEEP_SECONDS = 15.0
 # updates stamped in the same instant and clocks that disagree a little.
 DELTA_OVERLAP = timedelta(seconds=0.5)
 MEMBERSHIP_OVERLAP = timedelta(seconds=2)
+# Moves written per transaction; each chunk is pushed before the next is
+# written.
+WRITE_CHUNK = 100
+# Pushes between two turns of the event loop, so frames go out as they are
+# made instead of after the whole tick's.
+PUSH_YIELD_EVERY = 25
 
 _FIELDS = (
     "pk",
@@ -557,30 +564,57 @@ async def tracked_tick(
     # push approvals to acknowledge), whether or not CardSavr changed them.
     waiting = {i for i, t in tracker.by_cardsavr_id.items() if t.envelopes}
 
-    pushes, to_ack, changed = await sync_to_async(_write)(
-        tracker, moves, slow, waiting, vanished_ids, apply_batch
-    )
-    stats.changed = changed
-    stats.vanished = len(vanished_ids)
     layer = get_channel_layer()
-    if layer is not None:
-        for group, message in pushes:
-            try:
-                await layer.group_send(group, message)
-            except Exception:
-                # A lost push costs a browser a late update (versions and
-                # snapshots repair it); the write has committed.
-                logger.warning("Push to %s failed", group, exc_info=True)
+    pushed = await _write_and_push_moves(tracker, moves, slow, layer)
+    to_ack, changed = await sync_to_async(_write_others)(
+        tracker, slow, waiting, vanished_ids, apply_batch
+    )
+    stats.changed = pushed + changed
+    stats.vanished = len(vanished_ids)
     return to_ack
 
 
-def _write(tracker, moves, slow, waiting, vanished_ids, apply_batch):
-    pushes, overtaken = tracker.write_moves(moves) if moves else ([], [])
-    for move in overtaken:
-        slow[move.remote.id] = (move.remote, timezone.now())
+async def _write_and_push_moves(
+    tracker: JobTracker, moves: list[_Move], slow: dict, layer
+) -> int:
+    """Write moves a chunk at a time, each in its own transaction, and push
+    each chunk once it has committed: the first jobs of a busy tick reach
+    their pages without waiting for the last ones to be written. Moves someone
+    else overtook are added to `slow`; returns how many were pushed."""
+    # One chunk at a time: writing the next chunk in the database thread while
+    # this one is pushed was no faster here, as both need the GIL.
+    write = sync_to_async(tracker.write_moves)
+    pushed = 0
+    for start in range(0, len(moves), WRITE_CHUNK):
+        pushes, overtaken = await write(moves[start : start + WRITE_CHUNK])
+        for move in overtaken:
+            slow[move.remote.id] = (move.remote, timezone.now())
+        pushed += len(pushes)
+        if layer is not None:
+            await _push(layer, pushes)
+    return pushed
+
+
+async def _push(layer, pushes: list[tuple[str, dict]]) -> None:
+    for sent, (group, message) in enumerate(pushes, 1):
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            # A lost push costs a browser a late update (versions and
+            # snapshots repair it); the write has committed.
+            logger.warning("Push to %s failed", group, exc_info=True)
+        if sent % PUSH_YIELD_EVERY == 0:
+            # Handing frames to a socket only queues them; the server writes
+            # them when the event loop next looks at its sockets.
+            await asyncio.sleep(0)
+
+
+def _write_others(tracker, slow, waiting, vanished_ids, apply_batch):
+    """The slow path: jobs whose questions, ending or rows need the ORM.
+    Returns (push approvals to acknowledge, jobs changed)."""
     slow_ids = set(slow) | waiting | set(vanished_ids)
     if not slow_ids:
-        return pushes, [], len(pushes)
+        return [], 0
     jobs = {
         job.cardsavr_id: job
         for job in selectors.jobs_with_state().filter(cardsavr_id__in=slow_ids)
@@ -599,4 +633,4 @@ def _write(tracker, moves, slow, waiting, vanished_ids, apply_batch):
             tracker.by_cardsavr_id.pop(cardsavr_id, None)
         else:
             tracker.by_cardsavr_id[cardsavr_id] = tracked
-    return pushes, to_ack, len(pushes) + changed
+    return to_ack, changed

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
 from cardsavr.client import CardSavrClient
-from jobs import events, selectors
+from jobs import events, selectors, tracking
 from jobs.models import Cardholder, Job, JobEvent, MerchantSite
 from jobs.poller import Poller
 from tests.client.conftest import FakeCardSavr, Reply, job_json, make_config
@@ -145,6 +145,67 @@ async def test_moved_job_is_written_once_with_its_event_and_pushed(fake):
     pushed = await receive()
     assert pushed["job"]["status_message"] == "Signing in."
     assert pushed["job"]["version"] == stored.version
+
+
+def _move_all(upstream, jobs: list[Job], seconds: int = 1) -> None:
+    for job in jobs:
+        upstream.set(
+            job.cardsavr_id,
+            T0 + timedelta(seconds=seconds),
+            status="AUTH",
+            status_message="Signing in.",
+        )
+
+
+async def test_tick_larger_than_one_write_chunk_writes_and_pushes_every_job(
+    fake, monkeypatch
+):
+    monkeypatch.setattr(tracking, "WRITE_CHUNK", 2)
+    _, upstream, _ = fake
+    poller, jobs = await _mirrored(fake, count=5)
+    receivers = [await _pushes_to(job) for job in jobs]
+    _move_all(upstream, jobs)
+
+    stats = await poller.tick()
+
+    assert stats.changed == 5
+    for job, receive in zip(jobs, receivers, strict=True):
+        stored = await Job.objects.aget(pk=job.pk)
+        assert (stored.status, stored.version) == ("AUTH", job.version + 1)
+        assert (await receive())["job"]["version"] == stored.version
+
+
+async def test_first_chunk_is_pushed_before_the_last_chunk_is_written(
+    fake, monkeypatch
+):
+    monkeypatch.setattr(tracking, "WRITE_CHUNK", 2)
+    _, upstream, _ = fake
+    poller, jobs = await _mirrored(fake, count=5)
+    for job in jobs:
+        await _pushes_to(job)
+    _move_all(upstream, jobs)
+    order: list[str] = []
+    write_moves = tracking.JobTracker.write_moves
+
+    def spy_write(tracker, moves):
+        order.append("write")
+        return write_moves(tracker, moves)
+
+    layer = get_channel_layer()
+    group_send = layer.group_send
+
+    async def spy_send(group, message):
+        order.append("push")
+        await group_send(group, message)
+
+    monkeypatch.setattr(tracking.JobTracker, "write_moves", spy_write)
+    monkeypatch.setattr(layer, "group_send", spy_send)
+
+    await poller.tick()
+
+    writes = [i for i, step in enumerate(order) if step == "write"]
+    assert len(writes) == 3
+    assert order.index("push") < writes[-1]
 
 
 async def test_fast_path_push_is_the_payload_the_database_gives(fake):
