@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
+from django.db import connection
 
 from cardsavr.client import CardSavrClient
 from jobs import events, selectors, tracking
@@ -206,6 +207,47 @@ async def test_first_chunk_is_pushed_before_the_last_chunk_is_written(
     writes = [i for i, step in enumerate(order) if step == "write"]
     assert len(writes) == 3
     assert order.index("push") < writes[-1]
+
+
+# SQLite's PRAGMA synchronous values.
+NORMAL, FULL = 1, 2
+
+
+@sync_to_async
+def _synchronous() -> int:
+    """The setting on the connection that ticks and socket replies share."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        return cursor.fetchone()[0]
+
+
+async def test_moves_commit_without_waiting_for_the_disk(fake, monkeypatch):
+    _, upstream, _ = fake
+    poller, jobs = await _mirrored(fake)
+    _move_all(upstream, jobs)
+    seen: list[int] = []
+    insert_events = tracking.JobTracker._insert_events
+
+    def spy_insert(tracker, cursor, written, stamp):
+        cursor.execute("PRAGMA synchronous")
+        seen.append(cursor.fetchone()[0])
+        return insert_events(tracker, cursor, written, stamp)
+
+    monkeypatch.setattr(tracking.JobTracker, "_insert_events", spy_insert)
+
+    await poller.tick()
+
+    assert seen == [NORMAL]
+
+
+async def test_tick_leaves_the_connection_waiting_for_the_disk_again(fake):
+    _, upstream, _ = fake
+    poller, jobs = await _mirrored(fake)
+    _move_all(upstream, jobs)
+
+    await poller.tick()
+
+    assert await _synchronous() == FULL
 
 
 async def test_fast_path_push_is_the_payload_the_database_gives(fake):
