@@ -121,7 +121,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets pages read while the poller writes and commits with one fsync
     # instead of several (about 0.13 ms instead of 0.5 ms here). synchronous
     # stays FULL: a reply's "sending" claim must survive a power loss, or the
-    # same answer could be sent to CardSavr twice.
+    # same answer could be sent to CardSavr twice. (The poller's mirror writes
+    # relax it for their own transactions: jobs/tracking.py.)
     DATABASES["default"]["OPTIONS"].setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
     )
