@@ -19,6 +19,10 @@ from django.utils.crypto import get_random_string
 from jobs.models import Cardholder, Job, MerchantSite
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
+BENCH_LOGO = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    b'<rect width="32" height="32" fill="#246"/></svg>'
+)
 
 
 def check_database_is_ours(workdir: str) -> None:
@@ -63,9 +67,15 @@ def sessions(holders: list[Cardholder]) -> list[str]:
 
 
 def merchant_site(cardsavr_id: int = 1) -> MerchantSite:
+    # With a logo, as the sites syncmerchants stores: every payload names it.
     site, _ = MerchantSite.objects.get_or_create(
         cardsavr_id=cardsavr_id,
-        defaults={"name": "Bench Merchant", "host": "bench.example.com"},
+        defaults={
+            "name": "Bench Merchant",
+            "host": "bench.example.com",
+            "logo": BENCH_LOGO,
+            "logo_content_type": "image/svg+xml",
+        },
     )
     return site
 

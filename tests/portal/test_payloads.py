@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.urls import reverse, set_script_prefix
 from django.utils import timezone
 
 from jobs import selectors, services
@@ -170,3 +171,24 @@ def test_acknowledged_push_approval_is_gone_once_signed_in(job):
     _acknowledged_push_approval(job, auth_percent_complete=100)
 
     assert selectors.job_payload_by_id(job.pk)["credential_request"] is None
+
+
+def test_job_payload_names_the_portals_logo_route_for_a_site_with_a_logo(job):
+    site = job.merchant_site
+    site.logo_content_type = "image/svg+xml"
+
+    logo = job_payload(job, None)["merchant_site"]["logo"]
+
+    assert logo == reverse("merchant_site_logo", args=[site.pk])
+
+
+def test_job_payload_logo_follows_the_prefix_the_portal_is_served_under(job):
+    job.merchant_site.logo_content_type = "image/svg+xml"
+    job_payload(job, None)
+    set_script_prefix("/portal/")
+    try:
+        logo = job_payload(job, None)["merchant_site"]["logo"]
+    finally:
+        set_script_prefix("/")
+
+    assert logo.startswith("/portal/")
