@@ -302,8 +302,12 @@ class CardSavrClient:
         headers: Mapping[str, str] | None = None,
         safe_key: str | None = None,
         retry: bool,
+        retries: int | None = None,
     ) -> _Answer:
-        """One logical call: session, one re-login on 401, retries when allowed."""
+        """One logical call: session, one re-login on 401, retries when allowed
+        (`retries` times, by default the configured max_read_retries)."""
+        if retries is None:
+            retries = self._config.max_read_retries
         query_text = build_query(query)
         target = f"{path}?{query_text}" if query_text else path
         attempt = 0
@@ -336,7 +340,7 @@ class CardSavrClient:
                 TransportError,
                 UpstreamTimeoutError,
             ) as exc:
-                if not retry or attempt >= self._config.max_read_retries:
+                if not retry or attempt >= retries:
                     raise
                 delay = self._backoff(attempt, exc)
                 attempt += 1
@@ -346,7 +350,7 @@ class CardSavrClient:
                     path,
                     type(exc).__name__,
                     attempt,
-                    self._config.max_read_retries,
+                    retries,
                     delay,
                 )
                 await _sleep(delay)
@@ -660,9 +664,11 @@ class CardSavrClient:
         page: int = 1,
         page_length: int = 100,
         sort: str = "name",
+        retries: int | None = None,
     ) -> Page[MerchantSite]:
         """`tags` is a list of tags (any of them) or a list of such lists
-        (each group must match), as CardSavr reads repeated `tags` keys."""
+        (each group must match), as CardSavr reads repeated `tags` keys.
+        `retries` overrides max_read_retries for this read, as for get_job."""
         query: list[tuple[str, Any]] = [
             ("ids", list(ids) if ids is not None else None),
             ("host", host),
@@ -678,6 +684,7 @@ class CardSavrClient:
             query=query,
             headers={"x-cardsavr-paging": self._paging_header(page, page_length, sort)},
             retry=True,
+            retries=retries,
         )
         return self._page(answer, MerchantSite.from_json, path, page, page_length)
 
@@ -914,10 +921,17 @@ class CardSavrClient:
         job_id: int,
         *,
         hydrate: Iterable[str] = ("credential_requests", "account"),
+        retries: int | None = None,
     ) -> Job:
+        """`retries` overrides max_read_retries for this read; a caller that
+        retries on its own schedule passes 0 and hears of a failure at once."""
         path = f"{JOBS_PATH}/{int(job_id)}"
         answer = await self._call(
-            "GET", path, headers=self._hydration(hydrate), retry=True
+            "GET",
+            path,
+            headers=self._hydration(hydrate),
+            retry=True,
+            retries=retries,
         )
         return self._parse(
             Job.from_json, self._object(answer, "GET", path), "GET", path
@@ -934,9 +948,10 @@ class CardSavrClient:
         hydrate: Iterable[str] = ("credential_requests",),
         page: int = 1,
         page_length: int = 100,
+        retries: int | None = None,
     ) -> Page[Job]:
         """`last_updated_on_min` lists only jobs updated at or after it (the
-        poller's delta reads)."""
+        poller's delta reads). `retries` as for get_job."""
         query = [
             ("ids", list(ids) if ids is not None else None),
             (
@@ -955,7 +970,9 @@ class CardSavrClient:
             "x-cardsavr-paging": self._paging_header(page, page_length, None),
         }
         path = JOBS_PATH
-        answer = await self._call("GET", path, query=query, headers=headers, retry=True)
+        answer = await self._call(
+            "GET", path, query=query, headers=headers, retry=True, retries=retries
+        )
         return self._page(answer, Job.from_json, path, page, page_length)
 
     async def cancel_job(self, job_id: int) -> Job:

@@ -101,6 +101,27 @@ async def test_read_gives_up_after_max_read_retries(server, client, sleeps):
     assert len(server.calls("GET", JOB_PATH)) == 4
 
 
+async def test_read_with_no_retries_fails_at_the_first_error(server, client, sleeps):
+    server.route("GET", JOB_PATH, failing_then(503, 1, Reply(200, job_json(11))))
+
+    with pytest.raises(ServerError):
+        await client.get_job(11, retries=0)
+
+    assert len(server.calls("GET", JOB_PATH)) == 1
+    assert sleeps == []
+
+
+async def test_list_read_takes_its_own_retry_count(server, client, sleeps):
+    path = "/place_card_on_single_site_jobs"
+    server.route("GET", path, failing_then(500, 100, Reply(200, [])))
+
+    with pytest.raises(ServerError):
+        await client.list_jobs(ids=[11], retries=1)
+
+    assert len(server.calls("GET", path)) == 2
+    assert len(sleeps) == 1
+
+
 async def test_transport_error_on_read_is_retried(server, client, sleeps):
     server.route("GET", JOB_PATH, lambda received: Reply(200, job_json(11)))
     state = {"failures": 2}
