@@ -37,7 +37,7 @@ from jobs.selectors import (
     jobs_with_state,
     upstream_state,
 )
-from jobs.tracking import JobTracker, tracked_tick
+from jobs.tracking import READ_RETRIES, JobTracker, tracked_tick
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,9 @@ class Poller:
             if not state["reachable"]:
                 stats.calls += 1
                 try:
-                    await client.list_merchant_sites(page_length=1)
+                    await client.list_merchant_sites(
+                        page_length=1, retries=READ_RETRIES
+                    )
                 except CardSavrError as exc:
                     stats.fault = exc
             stats.ms = (time.monotonic() - started) * 1000
@@ -248,6 +250,7 @@ class Poller:
                     ids=[job.cardsavr_id for job in chunk],
                     hydrate=("credential_requests",),
                     page_length=len(chunk),
+                    retries=READ_RETRIES,
                 )
                 read_at = timezone.now()
                 found = {remote.id: remote for remote in page.items}
@@ -258,7 +261,9 @@ class Poller:
                         continue
                     stats.calls += 1
                     try:
-                        alone = await client.get_job(job.cardsavr_id)
+                        alone = await client.get_job(
+                            job.cardsavr_id, retries=READ_RETRIES
+                        )
                     except NotFoundError:
                         vanished.append(job)
                         continue
@@ -298,7 +303,9 @@ class Poller:
             if not state["reachable"]:
                 stats.calls += 1
                 try:
-                    await client.list_merchant_sites(page_length=1)
+                    await client.list_merchant_sites(
+                        page_length=1, retries=READ_RETRIES
+                    )
                 except CardSavrError as exc:
                     stats.fault = exc
         limiter = asyncio.Semaphore(CONCURRENT_LISTS)

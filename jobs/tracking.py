@@ -44,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 # Ids per list read and the page length of delta reads.
 LIST_CHUNK = 1000
+# The poller's reads are not retried inside the client: a failed tick is
+# retried on the poller's own backoff, and pages hear at once that CardSavr
+# is not answering instead of after the client's retries (with three of them,
+# four deadlines: about 40 s at the default 10 s).
+READ_RETRIES = 0
 CONCURRENT_LISTS = 4
 # Every this many seconds all tracked jobs are read by id and the tracked
 # state is reloaded from the database, whatever the delta reads said.
@@ -514,7 +519,10 @@ async def read_remote(
         async with limiter:
             stats.calls += 1
             page = await client.list_jobs(
-                ids=ids, hydrate=("credential_requests",), page_length=len(ids)
+                ids=ids,
+                hydrate=("credential_requests",),
+                page_length=len(ids),
+                retries=READ_RETRIES,
             )
         read_at = timezone.now()
         reads.extend((remote, read_at) for remote in page.items)
@@ -529,6 +537,7 @@ async def read_remote(
                 hydrate=("credential_requests",),
                 page=page_number,
                 page_length=LIST_CHUNK,
+                retries=READ_RETRIES,
             )
             read_at = timezone.now()
             reads.extend(
@@ -578,7 +587,8 @@ async def tracked_tick(
     for cardsavr_id in unseen + [r.id for r, _ in reads if is_incomplete(r)]:
         stats.calls += 1
         try:
-            singles.append((await client.get_job(cardsavr_id), timezone.now()))
+            remote = await client.get_job(cardsavr_id, retries=READ_RETRIES)
+            singles.append((remote, timezone.now()))
         except NotFoundError:
             vanished_ids.append(cardsavr_id)
     single_ids = {r.id for r, _ in singles}

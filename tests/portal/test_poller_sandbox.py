@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.core.management import call_command
 
-from cardsavr.client import CardSavrClient
 from jobs import selectors, services
-from jobs.cardsavr_client import client_config_from_settings
 from jobs.models import Job, JobEvent, Outcome, ReplyState
 from jobs.poller import Poller
 from tests.portal.flows import CARD, finished, poll_until, site, waiting_for_tfa
@@ -28,14 +25,6 @@ def _fresh_upstream_state():
 
 
 @pytest.fixture
-async def impatient_client(portal):
-    """A client that does not retry reads, so one tick meets the fault."""
-    client = CardSavrClient(replace(client_config_from_settings(), max_read_retries=0))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def waiting_job(wallet):
     job, _ = await waiting_for_tfa(wallet, Poller(interval=0.05))
     return job
@@ -44,11 +33,10 @@ async def waiting_job(wallet):
 @pytest.mark.parametrize("kind", ["500", "503", "garbage"])
 async def test_upstream_fault_marks_cardsavr_unreachable_then_recovers(
     portal,
-    impatient_client,
     waiting_job,
     kind,
 ):
-    poller = Poller(interval=0.05, client_factory=lambda: impatient_client)
+    poller = Poller(interval=0.05)
     portal.engine.faults.add(kind)
 
     await poller.run_tick()
@@ -62,12 +50,24 @@ async def test_upstream_fault_marks_cardsavr_unreachable_then_recovers(
     assert up["reachable"] is True
 
 
+async def test_one_failed_read_tells_pages_at_once(portal, waiting_job):
+    # The portal's client retries reads three times by default; a poll tick
+    # does not wait for those retries before saying CardSavr is not answering.
+    poller = Poller(interval=0.05)
+    portal.engine.faults.add("503", count=1)
+
+    await poller.run_tick()
+    state = await sync_to_async(selectors.upstream_state)()
+
+    assert state["reachable"] is False
+    assert poller.failures == 1
+
+
 async def test_upstream_fault_leaves_the_job_as_it_was(
     portal,
-    impatient_client,
     waiting_job,
 ):
-    poller = Poller(interval=0.05, client_factory=lambda: impatient_client)
+    poller = Poller(interval=0.05)
     portal.engine.faults.add("500")
 
     await poller.run_tick()
@@ -78,10 +78,9 @@ async def test_upstream_fault_leaves_the_job_as_it_was(
 
 async def test_rate_limit_waits_at_least_retry_after(
     portal,
-    impatient_client,
     waiting_job,
 ):
-    poller = Poller(interval=0.05, client_factory=lambda: impatient_client)
+    poller = Poller(interval=0.05)
     portal.engine.faults.add("429", retry_after=7)
 
     delay = await poller.run_tick()
@@ -91,12 +90,9 @@ async def test_rate_limit_waits_at_least_retry_after(
 
 async def test_backoff_grows_with_consecutive_faults_up_to_the_cap(
     portal,
-    impatient_client,
     waiting_job,
 ):
-    poller = Poller(
-        interval=0.05, backoff_cap=0.4, client_factory=lambda: impatient_client
-    )
+    poller = Poller(interval=0.05, backoff_cap=0.4)
     portal.engine.faults.add("500")
 
     delays = [await poller.run_tick() for _ in range(6)]
