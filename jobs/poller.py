@@ -126,7 +126,8 @@ def _apply_batch(
     vanished: list[Job],
     quiet: Sequence[Job] = (),
 ) -> tuple[int, list[int]]:
-    """Mirror one tick in one transaction; return (changed, requests to ack).
+    """Mirror one tick, a transaction per job; return (changed, requests to
+    ack).
 
     `quiet` jobs were not read (CardSavr did not change them); only their
     open questions are looked at.
@@ -141,38 +142,32 @@ def _apply_batch(
         and request.answered_at is not None
         and request.answered_at < cutoff
     ]
-    # Rows are locked in id order, as every poller does, so two pollers
-    # whose work overlaps wait for each other instead of deadlocking.
-    candidates = sorted(
-        (
-            (job, remote, read_at)
-            for job, remote, read_at in reads
-            if services.remote_job_differs(job, remote, read_at)
-        ),
-        key=lambda read: read[0].pk,
-    )
+    if stale:
+        CredentialRequest.objects.filter(
+            pk__in=stale, reply_state=ReplyState.SENDING
+        ).update(
+            reply_state=ReplyState.UNCERTAIN,
+            reply_error=services.UNCERTAIN_REPLY_MESSAGE[:300],
+        )
+    # Each job is written and pushed in a transaction of its own: a reply or
+    # a cancel waits for that one job's write, not for the whole tick, and the
+    # first jobs reach their pages while the others are still being written.
+    # Each write re-reads its row under lock, so a job another poller wrote
+    # meanwhile is planned from what that poller left.
     changed = 0
-    if candidates or vanished or stale:
-        with transaction.atomic():
-            if stale:
-                CredentialRequest.objects.filter(
-                    pk__in=stale, reply_state=ReplyState.SENDING
-                ).update(
-                    reply_state=ReplyState.UNCERTAIN,
-                    reply_error=services.UNCERTAIN_REPLY_MESSAGE[:300],
-                )
-            for job, remote, read_at in candidates:
-                try:
-                    if services.apply_remote_job(
-                        job, remote, source="poll", read_at=read_at
-                    ):
-                        changed += 1
-                except DatabaseError:
-                    # Its savepoint rolled back; the others still commit.
-                    logger.exception("Mirroring job %s failed", job.pk)
-            for job in sorted(vanished, key=lambda job: job.pk):
-                services.mark_job_vanished(job, source="poll")
+    for job, remote, read_at in reads:
+        try:
+            if services.apply_remote_job(job, remote, source="poll", read_at=read_at):
                 changed += 1
+        except Job.DoesNotExist:
+            # Deleted since it was read (by an operator): nothing to mirror.
+            logger.info("Job %s was deleted before it could be mirrored", job.pk)
+        except DatabaseError:
+            # Its transaction rolled back; the others are written.
+            logger.exception("Mirroring job %s failed", job.pk)
+    for job in vanished:
+        services.mark_job_vanished(job, source="poll")
+        changed += 1
     to_ack = [
         request.pk
         for job in looked_at
